@@ -1,0 +1,216 @@
+"""Whole-volume prediction in slice batches, with confidence and uncertainty.
+
+Outputs lie on the input volume's own grid, (z, y, x), whatever the slice axis.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import Volume, resample_slice, target_size
+from .networks import enable_dropout
+
+_EPS = 1e-6
+
+
+@dataclass
+class SegmentationModel:
+    """What prediction needs: the networks and how the data were prepared for them."""
+
+    student: nn.Module
+    num_classes: int
+    class_names: list[str]
+    target_spacing: tuple[float, float] | None = None  # in-plane mm the network was trained at
+    axis: int | None = None  # slice axis used in training; None = the volume's own default
+    teacher: nn.Module | None = None  # EMA teacher (predicts when present)
+    discriminator: nn.Module | None = None  # per-pixel discriminator (adversarial method)
+
+    @property
+    def predictor(self) -> nn.Module:
+        return self.teacher if self.teacher is not None else self.student
+
+    def to(self, device: torch.device) -> "SegmentationModel":
+        for m in (self.student, self.teacher, self.discriminator):
+            if m is not None:
+                m.to(device)
+        return self
+
+
+@dataclass
+class Prediction:
+    """Result of :func:`predict_volume`; maps are (z, y, x) like the image."""
+
+    labels: np.ndarray  # uint8, argmax class
+    confidence: np.ndarray  # float32 in [1/C, 1], the largest class probability
+    entropy: np.ndarray  # float32 in [0, ln C], predictive entropy (nats)
+    uncertainty: np.ndarray  # float32, mutual information over MC passes (epistemic), else the entropy
+    uncertainty_kind: str  # "mutual_information" or "entropy"
+    axis: int  # slice axis
+    slice_scores: np.ndarray  # mean uncertainty of each slice along ``axis``
+    suggestions: list[int]  # unannotated slices to annotate next, most informative first
+    probabilities: np.ndarray | None = None  # uint8 (C, z, y, x), probability x 255
+    disagreement: np.ndarray | None = None  # float32 in [0, 1], teacher-student total variation
+    discriminator_confidence: np.ndarray | None = None  # float32 in [0, 1], "looks like ground truth"
+    slices: list[int] | None = field(default=None)  # the slices predicted, when not all
+
+    def maps(self) -> dict[str, np.ndarray]:
+        """The float maps worth showing, by name."""
+        out = {"confidence": self.confidence, "uncertainty": self.uncertainty}
+        if self.disagreement is not None:
+            out["disagreement"] = self.disagreement
+        if self.discriminator_confidence is not None:
+            out["discriminator_confidence"] = self.discriminator_confidence
+        return out
+
+
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    return -(p * torch.log(p + _EPS)).sum(dim=1)
+
+
+def _pad16(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % 16, (-w) % 16
+    return (F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x), (h, w)
+
+
+def rank_slices(scores: np.ndarray, exclude: Sequence[int], count: int = 10, min_gap: int | None = None) -> list[int]:
+    """Greedy pick of high-score slices, each at least ``min_gap`` from those already picked.
+
+    Annotated slices (``exclude``) are never suggested, and a suggestion is kept away
+    from them too, since their neighbours look alike.
+    """
+    n = len(scores)
+    if min_gap is None:
+        min_gap = max(2, n // 32)
+    taken = np.zeros(n, dtype=bool)
+    blocked = np.zeros(n, dtype=bool)
+    for s in exclude:
+        blocked[max(0, s - min_gap + 1) : s + min_gap] = True
+        taken[s] = True
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    picked: list[int] = []
+    for s in order:
+        if len(picked) >= count:
+            break
+        if blocked[s] or not np.isfinite(scores[s]):
+            continue
+        picked.append(int(s))
+        blocked[max(0, s - min_gap + 1) : s + min_gap] = True
+    if len(picked) < count:  # few slices left: fill with the best remaining, gaps or not
+        rest = [int(s) for s in order if not taken[s] and int(s) not in picked]
+        picked += rest[: count - len(picked)]
+    return picked
+
+
+@torch.no_grad()
+def predict_volume(
+    model: SegmentationModel,
+    volume: Volume,
+    mc_passes: int = 8,
+    batch_size: int = 8,
+    device: torch.device | str | None = None,
+    slices: Sequence[int] | None = None,
+    keep_probabilities: bool = False,
+    suggestions: int = 10,
+) -> Prediction:
+    """Predict every slice (or ``slices``) of ``volume``.
+
+    Args:
+        model: networks and their preprocessing.
+        volume: the volume; its intensity statistics normalise it.
+        mc_passes: MC-dropout passes for the epistemic uncertainty; 0 = entropy only.
+        batch_size: slices per forward pass.
+        device: where to run; default: where the model is.
+        slices: only these slices along the axis (previews); the rest of the maps stay 0.
+        keep_probabilities: also return class probabilities (uint8, x255).
+        suggestions: how many slices to suggest.
+    """
+    device = torch.device(device) if device is not None else next(model.student.parameters()).device
+    axis = volume.axis
+    shape = volume.image.shape
+    net = model.predictor
+    modes = {m: m.training for m in (model.student, model.teacher, model.discriminator) if m is not None}
+    for m in modes:
+        m.eval()
+    C = model.num_classes
+    labels = np.zeros(shape, np.uint8)
+    maps = {k: np.zeros(shape, np.float32) for k in ("confidence", "entropy", "uncertainty")}
+    if model.teacher is not None:
+        maps["disagreement"] = np.zeros(shape, np.float32)
+    if model.discriminator is not None:
+        maps["discriminator_confidence"] = np.zeros(shape, np.float32)
+    probs_out = np.zeros((C, *shape), np.uint8) if keep_probabilities else None
+    view = lambda a: np.moveaxis(a, axis, 0)  # noqa: E731
+    view_p = lambda a: np.moveaxis(a, axis + 1, 1)  # noqa: E731
+    wanted = list(range(volume.num_slices)) if slices is None else sorted(set(int(s) for s in slices))
+    size = target_size(volume, model.target_spacing)
+    native = volume.slice_shape
+    try:
+        for start in range(0, len(wanted), batch_size):
+            idx = wanted[start : start + batch_size]
+            x = torch.stack([resample_slice(torch.from_numpy(volume.image_slice(i))[None], size) for i in idx])
+            x, (h, w) = _pad16(x.to(device))
+            crop = lambda t: t[..., :h, :w]  # noqa: E731
+            back = lambda t: resample_slice(t, native) if tuple(t.shape[-2:]) != native else t  # noqa: E731
+
+            p = torch.softmax(crop(net(x)).float(), dim=1)
+            out = {"entropy": _entropy(p)}
+            if "disagreement" in maps:
+                ps = torch.softmax(crop(model.student(x)).float(), dim=1)
+                out["disagreement"] = 0.5 * (p - ps).abs().sum(dim=1)
+            if "discriminator_confidence" in maps:
+                out["discriminator_confidence"] = torch.sigmoid(model.discriminator(p))[:, 0]
+            if mc_passes > 0:
+                enable_dropout(net, True)
+                mean, exp_h = torch.zeros_like(p), torch.zeros_like(out["entropy"])
+                for _ in range(mc_passes):
+                    pt = torch.softmax(crop(net(x)).float(), dim=1)
+                    mean += pt / mc_passes
+                    exp_h += _entropy(pt) / mc_passes
+                enable_dropout(net, False)
+                out["uncertainty"] = (_entropy(mean) - exp_h).clamp(min=0)
+            else:
+                out["uncertainty"] = out["entropy"]
+            # back to the volume's own in-plane grid
+            p = torch.stack([back(pi) for pi in p])
+            p = p / p.sum(dim=1, keepdim=True)
+            conf, lab = p.max(dim=1)
+            out = {k: torch.stack([back(v[None])[0] for v in t]) for k, t in out.items()}
+            out["confidence"] = conf
+            view(labels)[idx] = lab.cpu().numpy().astype(np.uint8)
+            for k, t in out.items():
+                view(maps[k])[idx] = t.cpu().numpy()
+            if probs_out is not None:
+                view_p(probs_out)[:, idx] = (p.permute(1, 0, 2, 3).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    finally:
+        for m, was in modes.items():
+            m.train(was)
+    scores = view(maps["uncertainty"]).reshape(volume.num_slices, -1).mean(axis=1)
+    if slices is not None:
+        scores = np.where(np.isin(np.arange(volume.num_slices), wanted), scores, np.nan)
+    return Prediction(
+        labels=labels,
+        confidence=maps["confidence"],
+        entropy=maps["entropy"],
+        uncertainty=maps["uncertainty"],
+        uncertainty_kind="mutual_information" if mc_passes > 0 else "entropy",
+        axis=axis,
+        slice_scores=scores,
+        suggestions=rank_slices(scores, volume.annotated, suggestions),
+        probabilities=probs_out,
+        disagreement=maps.get("disagreement"),
+        discriminator_confidence=maps.get("discriminator_confidence"),
+        slices=None if slices is None else wanted,
+    )
+
+
+def normalised_entropy_bound(num_classes: int) -> float:
+    """ln C: the largest entropy a C-class prediction can have."""
+    return math.log(num_classes)

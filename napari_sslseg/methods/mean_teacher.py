@@ -1,0 +1,75 @@
+"""Mean Teacher (Tarvainen & Valpola, NeurIPS 2017).
+
+The teacher is an exponential moving average of the student. On unannotated slices the
+student's softmax is pulled towards the teacher's, which sees the same slice under other
+noise. The weight of that consistency ramps up with a sigmoid.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..schedules import ema_decay, sigmoid_rampup
+from .base import Method, StepContext, register
+
+
+@dataclass
+class MeanTeacherConfig:
+    ema_decay: float = 0.99  # teacher EMA decay after warm-up (Tarvainen & Valpola 2017; Yu et al. 2019)
+    consistency: float = 0.1  # final weight of the consistency term (Yu et al. 2019, 2D/3D medical)
+    rampup: float = 0.4  # fraction of the run over which the weight ramps up (sigmoid)
+    noise: float = 0.1  # std of the Gaussian noise added to the teacher's input, clipped at +-2 std
+
+
+def _teacher_input(x: torch.Tensor, std: float) -> torch.Tensor:
+    return x + torch.clamp(torch.randn_like(x) * std, -2 * std, 2 * std)
+
+
+@register
+class MeanTeacher(Method):
+    name = "mean_teacher"
+    summary = "Mean Teacher (Tarvainen & Valpola 2017): an EMA teacher's softmax guides the student on unannotated slices."
+    Config = MeanTeacherConfig
+
+    def __init__(self, student: nn.Module, num_classes: int, config=None):
+        super().__init__(student, num_classes, config)
+        self.teacher = copy.deepcopy(student)
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+
+    def weight(self, ctx: StepContext) -> float:
+        return self.config.consistency * sigmoid_rampup(ctx.step, self.config.rampup * ctx.total_steps)
+
+    def teacher_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.softmax(self.teacher(_teacher_input(x, self.config.noise)).float(), dim=1)
+
+    def consistency_mask(self, ctx: StepContext) -> torch.Tensor | None:
+        """Where consistency counts; None = everywhere."""
+        return None
+
+    def unlabelled_loss(self, ctx: StepContext) -> dict[str, tuple[torch.Tensor, float]]:
+        student = torch.softmax(ctx.logits_unlabelled.float(), dim=1)
+        target = self.teacher_probabilities(ctx.x_unlabelled)
+        sq = (student - target) ** 2
+        mask = self.consistency_mask(ctx)
+        if mask is None:
+            loss = sq.mean()
+        else:
+            # Yu et al. 2019: average over the kept voxels (and classes)
+            loss = (mask * sq).sum() / (mask.sum() * sq.shape[1] + 1e-8)
+        return {"consistency": (loss, self.weight(ctx))}
+
+    @torch.no_grad()
+    def after_step(self, ctx: StepContext) -> dict[str, float]:
+        a = ema_decay(ctx.step, self.config.ema_decay)
+        for t, s in zip(self.teacher.parameters(), self.student.parameters()):
+            t.mul_(a).add_(s.detach(), alpha=1 - a)
+        for t, s in zip(self.teacher.buffers(), self.student.buffers()):
+            t.copy_(s)
+        return {}

@@ -1,0 +1,52 @@
+"""Networks from MONAI: a 2D U-Net with dropout and a per-pixel discriminator."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from monai.networks.nets import BasicUNet, PatchDiscriminator
+from torch import nn
+
+
+def build_unet(num_classes: int, width: int = 16, dropout: float = 0.1, in_channels: int = 1) -> nn.Module:
+    """MONAI's BasicUNet in 2D.
+
+    Args:
+        num_classes: output channels, background included.
+        width: features of the first level; the levels have (1, 1, 2, 4, 8) times it.
+        dropout: dropout in every convolution block; it is what MC-dropout uncertainty samples.
+        in_channels: image channels.
+    """
+    w = int(width)
+    return BasicUNet(
+        spatial_dims=2,
+        in_channels=in_channels,
+        out_channels=num_classes,
+        features=(w, w, 2 * w, 4 * w, 8 * w, w),
+        dropout=dropout,
+    )
+
+
+class PixelDiscriminator(nn.Module):
+    """Fully convolutional discriminator with one confidence logit per pixel (Hung et al. 2018).
+
+    MONAI's PatchDiscriminator scores patches; its map is upsampled to the input size so
+    that every pixel gets a logit, as in the paper.
+    """
+
+    def __init__(self, num_classes: int, width: int = 32, layers: int = 3):
+        super().__init__()
+        self.net = PatchDiscriminator(
+            spatial_dims=2, channels=width, in_channels=num_classes, out_channels=1, num_layers_d=layers, norm=None
+        )
+
+    def forward(self, probabilities: torch.Tensor) -> torch.Tensor:
+        logits = self.net(probabilities)[-1]
+        return F.interpolate(logits, size=probabilities.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def enable_dropout(model: nn.Module, enabled: bool = True) -> None:
+    """Switch only the dropout layers to sampling mode (MC dropout), leaving the rest as is."""
+    for m in model.modules():
+        if isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Dropout3d)):
+            m.train(enabled)
