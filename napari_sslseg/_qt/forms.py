@@ -1,0 +1,41 @@
+"""Forms generated from option dataclasses, so a new method or setting needs no widget code."""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, fields
+
+from magicgui.widgets import CheckBox, Container, FloatSpinBox, LineEdit, SpinBox
+
+
+def _default(field):
+    if field.default is not MISSING:
+        return field.default
+    if field.default_factory is not MISSING:
+        return field.default_factory()
+    return None
+
+
+def _widget(name: str, value):
+    label = name.replace("_", " ")
+    if isinstance(value, bool):
+        return CheckBox(name=name, label=label, value=value)
+    if isinstance(value, int):
+        return SpinBox(name=name, label=label, value=value, min=0, max=10**7)
+    if isinstance(value, float):
+        # a step below the default keeps enough decimals for values like 1e-4
+        step = min(0.01, abs(value) / 10) if value else 0.01
+        return FloatSpinBox(name=name, label=label, value=value, min=0.0, max=1e6, step=step)
+    return LineEdit(name=name, label=label, value="" if value is None else str(value))
+
+
+def dataclass_form(cls, exclude=()) -> Container:
+    """A form with one widget per field of the dataclass ``cls``, set to its defaults."""
+    widgets = [_widget(f.name, _default(f)) for f in fields(cls) if f.name not in exclude]
+    for w, f in zip(widgets, [f for f in fields(cls) if f.name not in exclude]):
+        w.tooltip = f"{f.name} (default {_default(f)!r})"
+    return Container(widgets=widgets, labels=True)
+
+
+def form_values(form: Container) -> dict:
+    """The form's values by field name, for ``dataclass(**values)``."""
+    return {w.name: w.value for w in form}

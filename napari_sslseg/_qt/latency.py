@@ -1,0 +1,107 @@
+"""Event-loop latency of a real napari viewer while training runs in a napari thread worker.
+
+Run as ``python -m napari_sslseg._qt.latency DATA.npz OUT.json SECONDS METHOD THREADS`` under a
+display (``xvfb-run -a`` on a headless machine). DATA.npz holds the cropped benchmark volume.
+A QTimer fires every 10 ms; its lateness (time since the previous tick minus 10 ms) is what a
+user feels as a stutter. Measured with the viewer idle, then while training, and training's
+steps per second are compared with the same training run headless in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+
+PROBE_MS = 10
+
+
+def probe(app, seconds: float) -> list[float]:
+    """Lateness of a 10 ms timer, in ms, over ``seconds`` of the running event loop."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setTimerType(0)  # Qt.PreciseTimer
+    timer.setInterval(PROBE_MS)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    loop = QEventLoop()
+    QTimer.singleShot(int(seconds * 1000), loop.quit)
+    timer.start()
+    loop.exec_()
+    timer.stop()
+    gaps = np.diff(ticks) * 1000 - PROBE_MS
+    return np.clip(gaps, 0, None).tolist()
+
+
+def stats(lateness: list[float]) -> dict:
+    a = np.asarray(lateness, float)
+    if a.size == 0:
+        return {"ticks": 0}
+    return {"ticks": int(a.size), "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
+            "max_ms": float(a.max())}
+
+
+def main(argv: list[str]) -> int:
+    data, out, seconds, method, threads = argv
+    seconds, threads = float(seconds), int(threads)
+    import napari
+    from napari.qt.threading import thread_worker
+
+    from ..bench.datasets import Dataset
+    from ..bench.protocol import evenly_spaced, labelled_extent, training_volume
+    from ..bench.speed import timed_steps
+    from ..config import TrainConfig
+    from ..training import Trainer
+
+    d = np.load(data, allow_pickle=False)
+    ds = Dataset("latency", d["image"], d["labels"], tuple(float(s) for s in d["spacing"]),
+                 [str(n) for n in d["class_names"]], "benchmark crop")
+    volume = training_volume(ds, evenly_spaced(labelled_extent(ds.labels, 0), 4), 0)
+
+    def trainer(steps: int) -> Trainer:
+        cfg = TrainConfig(steps=steps, threads=threads, eval_every=0, preview_every=0)
+        return Trainer([volume], method=method, config=cfg, class_names=ds.class_names)
+
+    report = {"method": method, "seconds_per_phase": seconds}
+    # headless: as many steps as fit in about the probe time, timed the same way as in the viewer
+    rough = timed_steps(trainer(20), 5)
+    n = max(5, int(rough * seconds))
+    report["headless_steps_per_second"] = timed_steps(trainer(n + 10), n)
+
+    viewer = napari.Viewer(show=True)
+    viewer.add_image(ds.image, name="image")
+    viewer.add_labels(volume.labels, name="labels")
+    app = napari.qt.get_qapp()
+    probe(app, 1.0)  # let the window settle
+    report["idle"] = stats(probe(app, seconds))
+
+    steps_at: list[float] = []
+
+    @thread_worker
+    def train_in_worker():
+        yield from trainer(10**6).run()
+
+    worker = train_in_worker()
+    worker.yielded.connect(lambda e: steps_at.append(time.perf_counter()) if type(e).__name__ == "StepEvent" else None)
+    worker.start()
+    probe(app, 2.0)  # warm-up steps are not timed
+    first = len(steps_at)
+    t0 = time.perf_counter()
+    report["training"] = stats(probe(app, seconds))
+    report["viewer_steps_per_second"] = (len(steps_at) - first) / (time.perf_counter() - t0)
+    worker.quit()
+    deadline = time.perf_counter() + 30
+    while worker.is_running and time.perf_counter() < deadline:
+        app.processEvents()
+        time.sleep(0.01)
+    viewer.close()
+    with open(out, "w") as f:
+        json.dump(report, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

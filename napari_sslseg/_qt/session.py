@@ -1,0 +1,73 @@
+"""One training run in a napari worker thread, with its progress bar.
+
+The worker only ever sees the trainer, which holds copies of the user's arrays;
+events come back to the GUI thread through the worker's signals.
+"""
+
+from __future__ import annotations
+
+import time
+
+from napari.qt.threading import create_worker
+from napari.utils import progress
+
+from ..events import FinishedEvent, Pause, Resume, StepEvent, Stop
+
+
+class TrainingSession:
+    def __init__(self, trainer, on_event, on_error, on_done, description: str = "Training"):
+        self.trainer = trainer
+        self.paused = False
+        self.finished = False
+        self.progress = progress(total=trainer.config.steps, desc=description)
+        self.worker = create_worker(trainer.run, _start_thread=False)
+        self.worker.yielded.connect(self._on_event)
+        self.worker.yielded.connect(on_event)
+        self.worker.errored.connect(on_error)
+        self.worker.finished.connect(self._on_done)
+        self.worker.finished.connect(on_done)
+
+    def start(self) -> None:
+        self.worker.start()
+
+    @property
+    def running(self) -> bool:
+        return not self.finished
+
+    def _on_event(self, event) -> None:
+        if isinstance(event, StepEvent):
+            self.progress.update(event.step - self.progress.n)
+        elif isinstance(event, FinishedEvent):
+            self.progress.set_description(f"Training {event.reason}")
+
+    def _on_done(self) -> None:
+        self.finished = True
+        self.progress.close()
+
+    def submit(self, command) -> None:
+        if not self.finished:
+            self.trainer.submit(command)
+
+    def pause(self) -> None:
+        self.paused = True
+        self.submit(Pause())
+
+    def resume(self) -> None:
+        self.paused = False
+        self.submit(Resume())
+
+    def stop(self) -> None:
+        """Ask the loop to stop after this step; it still evaluates and previews the result."""
+        self.submit(Stop())
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop now and wait for the thread (the viewer or panel is closing)."""
+        if self.finished:
+            return
+        self.trainer.submit(Stop())
+        self.worker.quit()  # leave at the next event, skipping the final preview
+        deadline = time.monotonic() + timeout
+        while self.worker.is_running and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.finished = True
+        self.progress.close()
