@@ -492,7 +492,7 @@ class TrainingPanel(QWidget):
         except InputError as exc:
             show_error(str(exc))
             return None
-        worker = create_worker(predict_volume, self.model, volume, mc_passes=8, _start_thread=False)
+        worker = create_worker(predict_volume, self.model, volume, mc_passes=8, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(lambda prediction: self._show(prediction, layer) if layer in self.viewer.layers else None)
         worker.errored.connect(lambda exc: show_error(f"Prediction failed: {exc}"))
         self._predict_worker = worker

@@ -14,13 +14,29 @@ from napari.utils import progress
 from ..events import FinishedEvent, Pause, Resume, StepEvent, Stop
 
 
+class TrainingError(Exception):
+    """An exception raised inside the training thread, carried to the GUI thread."""
+
+
+def _guarded(events):
+    """Re-raise the loop's exceptions as TrainingError.
+
+    superqt's generator worker takes a RuntimeError for "the worker was deleted" and
+    drops it silently, while torch reports most failures (out of memory, say) as one.
+    """
+    try:
+        return (yield from events)
+    except Exception as exc:
+        raise TrainingError(f"{type(exc).__name__}: {exc}") from exc
+
+
 class TrainingSession:
     def __init__(self, trainer, on_event, on_error, on_done, description: str = "Training"):
         self.trainer = trainer
         self.paused = False
         self.finished = False
         self.progress = progress(total=trainer.config.steps, desc=description)
-        self.worker = create_worker(trainer.run, _start_thread=False)
+        self.worker = create_worker(_guarded, trainer.run(), _start_thread=False, _ignore_errors=True)
         self.worker.yielded.connect(self._on_event)
         self.worker.yielded.connect(on_event)
         self.worker.errored.connect(on_error)

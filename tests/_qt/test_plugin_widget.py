@@ -1,0 +1,157 @@
+"""The training panel in a real viewer: tiny trainings on the Colin27 sample."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_sslseg._qt.panel import TrainingPanel
+from napari_sslseg.training import Trainer
+
+#: Small enough for a shared 2-core CPU: seconds per training.
+TINY = {"patch": 64, "batch_labelled": 2, "batch_unlabelled": 2, "threads": 1, "eval_every": 5, "augment": False}
+
+
+@pytest.fixture
+def setup(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-sslseg", "colin27")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-sslseg", "Semi-supervised segmentation")
+    assert isinstance(panel, TrainingPanel)
+    for name, value in TINY.items():
+        panel.settings[name].value = value
+    panel.settings["width"].value = 8
+    yield viewer, panel
+    panel.shutdown()
+
+
+def _train(qtbot, panel, steps, preview_every=0, timeout=90_000):
+    panel.settings["steps"].value = steps
+    panel.settings["preview_every"].value = preview_every
+    panel.train()
+    assert panel.session is not None, "training did not start"
+    return panel.session
+
+
+def test_training_shows_results_for_review(setup, qtbot, tmp_path):
+    viewer, panel = setup
+    image, labels = viewer.layers["colin27 T1"], viewer.layers["annotations"]
+    assert panel.image.value is image and panel.labels.value is labels and panel.axis.value == 0
+    before = labels.data.copy()
+    session = _train(qtbot, panel, steps=10, preview_every=5)
+    qtbot.waitUntil(lambda: not session.running, timeout=90_000)
+    assert panel.trainer.step == 10
+
+    # result layers on the image's grid, the user's labels untouched
+    for name in ("prediction", "pseudo-labels", "confidence", "uncertainty"):
+        layer = viewer.layers[name]
+        assert layer.data.shape == image.data.shape
+        np.testing.assert_allclose(layer.scale, image.scale)
+        np.testing.assert_allclose(layer.translate, image.translate)
+    assert viewer.layers["uncertainty"].blending == "additive"
+    np.testing.assert_array_equal(labels.data, before)
+    assert panel.plot.losses["supervised"][0]
+
+    # suggestions: a click moves the viewer to that slice
+    assert panel.suggestions.count() > 0
+    item = panel.suggestions.item(1)
+    slice_ = item.data(0x0100)  # Qt.UserRole
+    panel.suggestions.itemClicked.emit(item)
+    assert panel.current_slice() == slice_
+    assert slice_ not in (14, 26, 38, 50)
+    visible = viewer.layers["uncertainty"].visible
+    panel.toggle_uncertainty()
+    assert viewer.layers["uncertainty"].visible is not visible
+
+    # accept: only that slice changes, in one undoable step
+    prediction = panel.last_prediction.labels
+    panel.accept()
+    changed = np.flatnonzero((labels.data != before).any(axis=(1, 2))).tolist()
+    assert changed == [slice_] or (changed == [] and not prediction[slice_].any())
+    np.testing.assert_array_equal(labels.data[slice_], prediction[slice_])
+    labels.undo()
+    np.testing.assert_array_equal(labels.data, before)
+
+    # reject clears the pseudo-labels of that slice only
+    pseudo = viewer.layers["pseudo-labels"]
+    pseudo.data[slice_ + 1] = 1
+    panel.reject()
+    assert not pseudo.data[slice_].any() and pseudo.data[slice_ + 1].all()
+
+    # save, load, predict another image layer in a worker
+    path = tmp_path / "model.pt"
+    panel.save_model(str(path))
+    assert path.exists()
+    panel.model = None
+    panel.load_model(str(path))
+    other = viewer.add_image(image.data[:, ::-1].copy(), name="other", scale=image.scale, translate=image.translate)
+    worker = panel.predict(other)
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    assert viewer.layers["prediction (other)"].data.shape == other.data.shape
+
+
+def test_pause_paint_and_stop(setup, qtbot):
+    viewer, panel = setup
+    labels = viewer.layers["annotations"]
+    session = _train(qtbot, panel, steps=5000)
+    qtbot.waitUntil(lambda: panel.trainer.step >= 2, timeout=60_000)
+    panel.toggle_pause()
+    qtbot.waitUntil(lambda: panel.status.value.startswith("Paused"), timeout=30_000)
+    step = panel.trainer.step
+    qtbot.wait(400)
+    assert panel.trainer.step == step and session.running
+
+    # paint a new slice: after the debounce the engine counts it as annotated
+    assert 30 not in panel.annotated[0]
+    labels.paint((30, 44, 48), 2)
+    qtbot.waitUntil(lambda: 30 in panel.annotated[0], timeout=10_000)
+    assert 30 in panel.trainer.pool.volumes[0].annotated
+    assert panel.trainer.pool.volumes[0].labels is not labels.data  # the engine holds a copy
+
+    panel.toggle_pause()
+    panel.stop()
+    qtbot.waitUntil(lambda: not session.running, timeout=60_000)
+    assert step <= panel.trainer.step < 5000
+    assert panel.train_button.enabled
+
+
+def test_worker_exception_is_a_notification(setup, qtbot, monkeypatch):
+    viewer, panel = setup
+    errors = []
+    monkeypatch.setattr("napari_sslseg._qt.panel.show_error", errors.append)
+
+    def broken(self):
+        raise RuntimeError("out of memory, say")
+
+    monkeypatch.setattr(Trainer, "train_step", broken)
+    names = [layer.name for layer in viewer.layers]
+    data = [layer.data.copy() for layer in viewer.layers]
+    session = _train(qtbot, panel, steps=10)
+    qtbot.waitUntil(lambda: not session.running, timeout=30_000)
+    assert errors and "out of memory, say" in errors[0]
+    assert [layer.name for layer in viewer.layers] == names
+    for layer, before in zip(viewer.layers, data):
+        np.testing.assert_array_equal(layer.data, before)
+    assert panel.train_button.enabled
+
+
+def test_input_errors_are_notifications(setup, monkeypatch):
+    viewer, panel = setup
+    errors = []
+    monkeypatch.setattr("napari_sslseg._qt.panel.show_error", errors.append)
+    viewer.add_labels(np.zeros(viewer.layers["colin27 T1"].data.shape, np.uint8), name="empty")
+    panel.labels.value = viewer.layers["empty"]
+    panel.train()
+    assert panel.session is None and "annotated slice" in errors[0]
+    panel.load_model(str(viewer.layers["colin27 T1"].metadata and __file__))
+    assert len(errors) == 2
+
+
+def test_closing_the_panel_stops_training(setup, qtbot):
+    viewer, panel = setup
+    session = _train(qtbot, panel, steps=5000)
+    qtbot.waitUntil(lambda: panel.trainer.step >= 1, timeout=60_000)
+    panel.shutdown()
+    assert not session.worker.is_running
+    assert panel.trainer.step < 5000
