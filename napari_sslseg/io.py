@@ -7,8 +7,11 @@ source image's exact grid.
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +99,28 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
     return reader.Execute()
 
 
+def _check_complete(path: Path, image: sitk.Image) -> None:
+    """ITK reads a truncated NIfTI without complaint, zero-filling what is missing: check it here."""
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        try:
+            with gzip.open(path, "rb") as f:
+                while f.read(1 << 22):
+                    pass
+        except (EOFError, OSError, zlib.error) as exc:
+            raise InputError(f"Cannot read {path}: the file is unreadable or truncated ({exc}).") from None
+    elif name.endswith(".nii"):
+        with open(path, "rb") as f:
+            header = f.read(112)
+        if len(header) == 112:
+            offset = struct.unpack("<f", header[108:112])[0]
+            if not 0 <= offset < 1e9:
+                offset = struct.unpack(">f", header[108:112])[0]
+            pixel_bytes = image.GetSizeOfPixelComponent() * image.GetNumberOfComponentsPerPixel()
+            if path.stat().st_size < int(offset) + image.GetNumberOfPixels() * pixel_bytes:
+                raise InputError(f"Cannot read {path}: the file is unreadable or truncated (shorter than its header says).")
+
+
 def read_image(path: str | os.PathLike, channel: int | None = None) -> sitk.Image:
     """Read a 3D scalar volume from a file or a DICOM folder.
 
@@ -118,6 +143,8 @@ def read_image(path: str | os.PathLike, channel: int | None = None) -> sitk.Imag
         first = str(exc).strip().splitlines()
         detail = next((line for line in first if "ERROR" in line or "rror" in line), first[-1] if first else "")
         raise InputError(f"Cannot read {path}: the file is unreadable or truncated ({detail.strip()[:200]}).") from None
+    if path.is_file():
+        _check_complete(path, image)
     return _to_scalar_3d(image, path, channel)
 
 

@@ -20,6 +20,7 @@ from typing import Generator, Sequence
 import numpy as np
 import torch
 from monai.losses import DiceCELoss
+from monai.utils import convert_to_tensor
 from monai.transforms import (
     Compose,
     RandAffined,
@@ -200,9 +201,10 @@ class Trainer:
             if labelled:
                 d["label"] = self.pool.label(item)
             d = aug(d)
-            xs.append(torch.as_tensor(d["image"]).float())
+            # plain tensors: MONAI's MetaTensor would tax every later op with metadata tracking
+            xs.append(convert_to_tensor(d["image"], track_meta=False).float())
             if labelled:
-                ys.append(torch.as_tensor(d["label"]).long())
+                ys.append(convert_to_tensor(d["label"], track_meta=False).long())
         x = torch.stack(xs).to(self.device, non_blocking=True)
         return (x, torch.stack(ys).to(self.device, non_blocking=True)) if labelled else x
 
@@ -295,13 +297,11 @@ class Trainer:
         t0 = time.perf_counter()
         rate, last = 0.0, time.perf_counter()
         while self.step < cfg.steps:
-            for ev in self._apply_commands():
-                self._take((yield ev))
+            yield from self._command_events()
             while self.paused and not self._stop:
                 self._take((yield PausedEvent(self.step)))
                 time.sleep(0.05)
-                for ev in self._apply_commands():
-                    self._take((yield ev))
+                yield from self._command_events()
                 last = time.perf_counter()
             if self._stop:
                 break
@@ -328,6 +328,14 @@ class Trainer:
         done = FinishedEvent(self.step, reason, time.perf_counter() - t0)
         yield done
         return done
+
+    def _command_events(self):
+        """Apply queued commands, yielding what they produce, until none is left."""
+        events = self._apply_commands()
+        while events:
+            for ev in events:
+                self._take((yield ev))
+            events = self._apply_commands()
 
     def _take(self, command) -> None:
         """A command sent with generator.send() joins the queue, applied before the next step."""

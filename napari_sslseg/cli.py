@@ -1,0 +1,216 @@
+"""Command line: ``napari-sslseg methods | train | predict | bench``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+
+
+def _parse_slices(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(s) for s in text.replace(" ", "").split(",") if s]
+    except ValueError:
+        from .errors import InputError
+
+        raise InputError(f"--slices takes comma-separated slice numbers, e.g. 10,20,30; got '{text}'.") from None
+
+
+def _parse_options(pairs: list[str] | None) -> dict:
+    """--option key=value pairs; values parsed as JSON where they can be (numbers, true/false)."""
+    from .errors import InputError
+
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise InputError(f"--option takes key=value, got '{pair}'.")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def cmd_methods(args) -> int:
+    from .methods import METHODS
+
+    width = max(map(len, METHODS))
+    for name, cls in METHODS.items():
+        print(f"{name:<{width}}  {cls.summary}")
+        if args.verbose:
+            for f in fields(cls.Config):
+                print(f"{'':<{width}}    --option {f.name}={f.default}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from tqdm import tqdm
+
+    from . import checkpoint
+    from .config import TrainConfig
+    from .data import Volume
+    from .errors import InputError
+    from .events import EvalEvent, FinishedEvent, MessageEvent, StepEvent
+    from .io import check_writable, read_volume
+
+    out = check_writable(args.out)
+    image, geom = read_volume(args.image, args.channel)
+    labels, lgeom = read_volume(args.labels)
+    if not geom.same_grid(lgeom):
+        raise InputError(
+            f"The labels ({lgeom.describe()}) are not on the image's grid ({geom.describe()}); "
+            "resample them onto the image first."
+        )
+    volumes = [Volume(image, geom.spacing_zyx, labels, _parse_slices(args.slices), args.axis, Path(args.image).name)]
+    for path in args.unlabelled or []:
+        arr, g = read_volume(path, args.channel)
+        volumes.append(Volume(arr, g.spacing_zyx, None, None, args.axis if args.axis is not None else volumes[0].axis, Path(path).name))
+    v0 = volumes[0]
+    if not v0.annotated:
+        raise InputError(f"{args.labels} has no annotated slice along axis {v0.axis}: paint at least one slice.")
+    config = TrainConfig(steps=args.steps, seed=args.seed, device=args.device, threads=args.threads)
+    if args.batch:
+        config.batch_labelled = config.batch_unlabelled = args.batch
+    if args.eval_every is not None:
+        config.eval_every = args.eval_every
+    resume = checkpoint.load(args.resume) if args.resume else None
+    names = args.class_names.split(",") if args.class_names else None
+    from .training import Trainer
+
+    trainer = Trainer(volumes, args.method, config, _parse_options(args.option), names, resume=resume)
+    print(
+        f"Training '{trainer.method_name}' on {len(trainer.pool.labelled)} annotated slices "
+        f"({len(trainer.pool.unlabelled)} unannotated) along axis {v0.axis}, "
+        f"{trainer.num_classes} classes, on {trainer.device}.",
+        flush=True,
+    )
+    bar = tqdm(total=config.steps, initial=trainer.step, unit="step", dynamic_ncols=True, disable=args.quiet)
+    for event in trainer.run():
+        if isinstance(event, StepEvent):
+            bar.update(1)
+            bar.set_postfix(loss=f"{event.losses['total']:.3f}", refresh=False)
+        elif isinstance(event, EvalEvent):
+            per_class = ", ".join(f"{k} {v:.2f}" for k, v in event.dice.items())
+            bar.write(f"step {event.step}: Dice on annotated slices {event.mean_dice:.3f} ({per_class})")
+        elif isinstance(event, MessageEvent):
+            bar.write(f"{event.level}: {event.text}")
+        elif isinstance(event, FinishedEvent):
+            bar.close()
+            print(f"{event.reason} after {event.step} steps in {event.seconds:.1f} s", flush=True)
+    path = trainer.save(out / checkpoint.FILENAME)
+    (out / "config.json").write_text(
+        json.dumps({k: v for k, v in trainer.state().items() if k not in ("model", "method_state", "optimizer")}, indent=2)
+    )
+    print(f"model written to {path}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .data import Volume
+    from .inference import predict_volume
+    from .io import check_writable, read_volume, write_volume
+    from .training import load_model
+
+    out = check_writable(args.out)
+    model = load_model(args.model, "cpu")
+    from .devices import pick_device
+
+    device = pick_device(args.device)
+    model.to(device)
+    image, geom = read_volume(args.image, args.channel)
+    axis = args.axis if args.axis is not None else model.axis
+    volume = Volume(image, geom.spacing_zyx, axis=axis, name=Path(args.image).name)
+    t0 = time.perf_counter()
+    pred = predict_volume(model, volume, mc_passes=args.mc_passes, batch_size=args.batch, device=device)
+    seconds = time.perf_counter() - t0
+    write_volume(pred.labels, geom, out / "labels.nii.gz")
+    write_volume(pred.confidence, geom, out / "confidence.nii.gz")
+    write_volume(pred.uncertainty, geom, out / "uncertainty.nii.gz")
+    counts = np.bincount(pred.labels.ravel(), minlength=model.num_classes)
+    print(f"predicted {volume.num_slices} slices in {seconds:.1f} s ({args.mc_passes} MC-dropout passes)")
+    for c in range(1, model.num_classes):
+        print(f"  {model.class_names[c]}: {counts[c]} voxels")
+    print(f"slices to annotate next (axis {axis}): {', '.join(map(str, pred.suggestions[:5]))}")
+    print(f"written: {out / 'labels.nii.gz'}, {out / 'confidence.nii.gz'}, {out / 'uncertainty.nii.gz'} ({pred.uncertainty_kind})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="napari-sslseg", description="Semi-supervised segmentation of 3D medical volumes.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("methods", help="list the registered methods")
+    m.add_argument("-v", "--verbose", action="store_true", help="also list each method's options")
+    m.set_defaults(func=cmd_methods)
+
+    t = sub.add_parser("train", help="train on an image and its partly annotated labels")
+    t.add_argument("image", help="volume: NIfTI, NRRD, MHA/MHD file or DICOM folder")
+    t.add_argument("labels", help="label volume on the image's grid; slices holding any label count as annotated")
+    t.add_argument("--out", required=True, help="output folder (model.pt, config.json)")
+    t.add_argument("--method", default="mean_teacher", help="see 'napari-sslseg methods' (default: mean_teacher)")
+    t.add_argument("--steps", type=int, default=2000, help="training steps (default: 2000)")
+    t.add_argument("--unlabelled", nargs="*", metavar="IMAGE", help="further volumes without labels")
+    t.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis of the (z, y, x) array; default: coarsest spacing")
+    t.add_argument("--slices", help="annotated slices, comma-separated (default: those holding a label)")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    t.add_argument("--batch", type=int, help="slices per batch, labelled and unlabelled (default: 4)")
+    t.add_argument("--eval-every", type=int, help="steps between Dice prints (default: 100)")
+    t.add_argument("--channel", type=int, help="channel to use from a multichannel or 4D image")
+    t.add_argument("--class-names", help="comma-separated, background first")
+    t.add_argument("--option", action="append", metavar="KEY=VALUE", help="a method option (repeatable)")
+    t.add_argument("--resume", metavar="MODEL", help="continue training from a model folder or file")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("predict", help="predict labels, confidence and uncertainty for a volume")
+    r.add_argument("model", help="a train output folder or its model.pt")
+    r.add_argument("image", help="volume: NIfTI, NRRD, MHA/MHD file or DICOM folder")
+    r.add_argument("--out", required=True, help="output folder: labels/confidence/uncertainty.nii.gz")
+    r.add_argument("--mc-passes", type=int, default=8, help="MC-dropout passes for the uncertainty (default: 8)")
+    r.add_argument("--batch", type=int, default=8, help="slices per forward pass (default: 8)")
+    r.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis (default: the model's)")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--channel", type=int)
+    r.set_defaults(func=cmd_predict)
+
+    try:
+        from . import bench
+    except ImportError:  # pragma: no cover - bench is part of the package
+        bench = None
+    if bench is not None and hasattr(bench, "add_arguments"):
+        b = sub.add_parser("bench", help="benchmark methods, suggestions, speed and memory on real data")
+        bench.add_arguments(b)
+        b.set_defaults(func=bench.run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import InputError
+
+    args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = lambda msg, cat, *a, **k: print(f"warning: {msg}", file=sys.stderr)
+        try:
+            return int(args.func(args) or 0)
+        except InputError as exc:
+            print(f"napari-sslseg: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("napari-sslseg: interrupted", file=sys.stderr)
+            return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Shared fixtures: real crops shipped inside the project (see tests/data/README.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "napari_sslseg" / "samples"
+DATA = Path(__file__).resolve().parent / "data"
+COLIN_T1 = SAMPLES / "colin27_deep_t1.nii.gz"
+COLIN_LABELS = SAMPLES / "colin27_deep_labels.nii.gz"
+BRAIN1_IMAGE = DATA / "brain1_crop_image.nrrd"
+BRAIN1_LABEL = DATA / "brain1_crop_label.nrrd"
+#: Axial slices painted in the end-to-end tests: evenly spaced through the structures (z 4..57).
+ANNOTATED = [14, 26, 38, 50]
+
+
+@pytest.fixture(scope="session")
+def colin():
+    """(image, full labels, geometry) of the Colin27 deep-structure crop."""
+    from napari_sslseg.io import read_volume
+
+    image, geom = read_volume(COLIN_T1)
+    labels, _ = read_volume(COLIN_LABELS)
+    return image, labels, geom
+
+
+@pytest.fixture
+def colin_sparse(colin):
+    """Colin crop labels with only the ANNOTATED axial slices kept."""
+    image, labels, geom = colin
+    sparse = np.zeros_like(labels)
+    sparse[ANNOTATED] = labels[ANNOTATED]
+    return image, sparse, geom
+
+
+@pytest.fixture
+def tiny_volume():
+    """A small synthetic 2-class volume: bright disc on noise, labels on 3 slices."""
+    from napari_sslseg.data import Volume
+
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[0:12, 0:32, 0:32]
+    disc = ((y - 16) ** 2 + (x - 16) ** 2) < (6 + z % 3) ** 2
+    image = (disc * 100 + rng.normal(0, 10, disc.shape)).astype(np.float32)
+    labels = np.zeros(disc.shape, np.uint8)
+    for s in (2, 6, 10):
+        labels[s] = disc[s]
+    return Volume(image, (1.0, 1.0, 1.0), labels, name="tiny")

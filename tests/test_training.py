@@ -1,0 +1,109 @@
+"""The training loop: events, commands, repeatability, new annotations mid-run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_sslseg.config import TrainConfig
+from napari_sslseg.data import Volume
+from napari_sslseg.events import (
+    AnnotationsEvent,
+    EvalEvent,
+    FinishedEvent,
+    MessageEvent,
+    Pause,
+    PausedEvent,
+    PreviewEvent,
+    Resume,
+    StepEvent,
+    Stop,
+    UpdateLabels,
+)
+from napari_sslseg.training import Trainer
+
+
+def cfg(**kw):
+    base = dict(steps=6, patch=32, width=8, batch_labelled=2, batch_unlabelled=2, eval_every=3, seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_events_in_order(tiny_volume):
+    events = list(Trainer([tiny_volume], "mean_teacher", cfg(preview_every=3)).run())
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert [e.step for e in steps] == [1, 2, 3, 4, 5, 6]
+    s = steps[-1]
+    assert {"supervised", "consistency", "total"} <= set(s.losses)
+    assert s.weights["consistency"] > 0 and s.lr > 0 and s.steps_per_second > 0 and s.eta_seconds >= 0
+    evals = [e for e in events if isinstance(e, EvalEvent)]
+    assert [e.step for e in evals] == [3, 6] and 0 <= evals[-1].mean_dice <= 1
+    previews = [e for e in events if isinstance(e, PreviewEvent)]
+    assert [p.step for p in previews] == [3, 6]
+    assert previews[0].prediction.labels.shape == tiny_volume.image.shape
+    assert isinstance(events[-1], FinishedEvent) and events[-1].reason == "completed"
+
+
+def test_seeded_cpu_runs_repeat(tiny_volume):
+    a = [e.losses for e in Trainer([tiny_volume], "ua_mt", cfg(steps=3)).run() if isinstance(e, StepEvent)]
+    b = [e.losses for e in Trainer([tiny_volume], "ua_mt", cfg(steps=3)).run() if isinstance(e, StepEvent)]
+    assert a == b
+
+
+def test_stop_pause_resume_via_send_and_submit(tiny_volume):
+    trainer = Trainer([tiny_volume], "supervised", cfg(steps=50, eval_every=0))
+    gen = trainer.run()
+    assert isinstance(next(gen), StepEvent)
+    ev = gen.send(Pause())
+    assert isinstance(ev, PausedEvent)
+    step = trainer.step
+    for _ in range(3):
+        assert isinstance(next(gen), PausedEvent)
+    assert trainer.step == step  # no training while paused
+    trainer.submit(Resume())
+    assert isinstance(next(gen), StepEvent) and trainer.step == step + 1
+    trainer.submit(Stop())
+    rest = list(gen)
+    assert isinstance(rest[-1], FinishedEvent) and rest[-1].reason == "stopped"
+    assert trainer.step == step + 1
+
+
+def test_new_annotations_join_without_restart(tiny_volume):
+    trainer = Trainer([tiny_volume], "mean_teacher", cfg(steps=20, eval_every=0))
+    gen = trainer.run()
+    next(gen)
+    new = tiny_volume.labels.copy()
+    new[4] = (tiny_volume.image[4] > 50).astype(np.uint8)
+    trainer.submit(UpdateLabels(0, new))
+    ev = next(gen)
+    assert isinstance(ev, AnnotationsEvent) and ev.annotated == [2, 4, 6, 10]
+    assert (0, 4) in trainer.pool.labelled and (0, 4) not in trainer.pool.unlabelled
+    assert trainer.step == 1  # same run, same model
+    # a class the model does not know is refused and the old labels stay
+    bad = new.copy()
+    bad[8] = 3
+    trainer.submit(UpdateLabels(0, bad))
+    ev = next(gen)
+    assert isinstance(ev, MessageEvent) and "class 3" in ev.text
+    assert (0, 8) not in trainer.pool.labelled
+    assert isinstance(list(gen)[-1], FinishedEvent)
+
+
+def test_unlabelled_volume_is_used(tiny_volume):
+    other = Volume(np.flip(tiny_volume.image, 2).copy(), name="unlabelled")
+    trainer = Trainer([tiny_volume, other], "entropy_min", cfg(steps=2))
+    assert any(v == 1 for v, _ in trainer.pool.unlabelled)
+    assert isinstance(list(trainer.run())[-1], FinishedEvent)
+
+
+def test_bad_config(tiny_volume):
+    from napari_sslseg.errors import InputError
+
+    with pytest.raises(InputError, match="multiple of 16"):
+        Trainer([tiny_volume], "supervised", cfg(patch=40))
+    with pytest.raises(InputError, match="no usable CUDA"):
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present")
+        Trainer([tiny_volume], "supervised", cfg(device="cuda"))
