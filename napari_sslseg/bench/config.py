@@ -1,0 +1,56 @@
+"""Benchmark settings: one dataclass, with the budgets of the default and --quick runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass
+class BenchConfig:
+    """What one ``napari-sslseg bench`` run does."""
+
+    methods: list[str] = field(default_factory=lambda: ["supervised", "mean_teacher", "ua_mt", "adversarial", "entropy_min"])  # rows of the table
+    ks: list[int] = field(default_factory=lambda: [2, 4, 8])  # annotated slices, columns of the table
+    seeds: list[int] = field(default_factory=lambda: [0, 1])  # every (method, k) trains once per seed; spread over these
+    steps: int = 100  # optimiser steps per training, the same for every method (a fair, fixed budget)
+    ceiling: bool = True  # also train on every slice (supervised): the upper bound
+    margin: int = 8  # voxels kept around the labelled extent when cropping (speed; the task is inside the extent)
+    threads: int = 0  # torch CPU threads; 0 = torch's default (every core)
+    # annotation guidance
+    guidance: bool = True  # run the suggested-vs-uniform-vs-random simulation
+    guidance_method: str = "supervised"  # the method trained in each round (cheapest, so rounds stay affordable)
+    guidance_start: int = 2  # slices annotated before the first suggestion
+    guidance_max: int = 8  # the uniform curve goes up to this many slices (the Dice to reach)
+    guidance_budget: int = 6  # suggested and random choices go up to this many slices
+    guidance_mc_passes: int = 8  # MC-dropout passes behind the suggestions, as in the app
+    # speed and memory
+    speed: bool = True  # measure steps/s, first overlay, inference, memory and viewer latency
+    speed_steps: int = 30  # timed steps per method (after warm-up steps)
+    overlay_k: int = 4  # annotated slices for the time-to-first-useful-overlay
+    overlay_method: str = "mean_teacher"  # what the panel trains by default
+    overlay_dice: float = 0.7  # "useful": mean Dice on the unannotated slices at least this
+    overlay_check_every: int = 25  # steps between checks (the clock stops while checking)
+    overlay_limit_s: float = 240.0  # give up after this much training time
+    inference_mc_passes: int = 8  # MC-dropout passes for the whole-volume timing
+    inference_slices: int = 0  # slices timed on the 181x217x181 volume; 0 = all, else extrapolated
+    memory_shape: tuple[int, int, int] = (300, 512, 512)  # (z, y, x) volume for peak memory
+    memory_steps: int = 5  # training steps in the memory probe
+    latency_seconds: float = 20.0  # probe time per phase (idle, training) in the viewer
+
+    def quick(self) -> "BenchConfig":
+        """The <= 5 minute variant: fewer k, steps and checks; timings partly extrapolated."""
+        return replace(
+            self,
+            ks=[2, 4],
+            seeds=self.seeds[:1],
+            steps=20,
+            guidance_max=4,
+            guidance_budget=3,
+            guidance_mc_passes=4,
+            speed_steps=8,
+            overlay_limit_s=20.0,
+            overlay_check_every=15,
+            inference_slices=12,
+            memory_steps=2,
+            latency_seconds=5.0,
+        )

@@ -1,0 +1,129 @@
+"""The protocol: which slices are annotated, what a model is trained on, how it is scored."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.metrics import compute_dice, compute_hausdorff_distance
+
+from ..config import TrainConfig
+from ..data import Volume
+from ..errors import InputError
+from ..inference import predict_volume
+from ..training import Trainer
+from .datasets import Dataset
+
+
+def labelled_extent(labels: np.ndarray, axis: int) -> tuple[int, int]:
+    """First and last slice along ``axis`` holding any label (inclusive)."""
+    other = tuple(a for a in range(labels.ndim) if a != axis)
+    idx = np.flatnonzero(np.any(labels != 0, axis=other))
+    if idx.size == 0:
+        raise InputError("The labels are empty: nothing to benchmark against.")
+    return int(idx[0]), int(idx[-1])
+
+
+def evenly_spaced(extent: tuple[int, int], k: int) -> list[int]:
+    """``k`` distinct slices spread evenly inside ``extent``, keeping away from its two ends.
+
+    The ends of the extent hold only slivers of label, so the k slices sit at the
+    centres of k equal parts of the extent (what a user paging through would pick).
+    """
+    lo, hi = extent
+    n = hi - lo + 1
+    if not 1 <= k <= n:
+        raise InputError(f"Cannot pick {k} distinct slices from the {n} labelled ones.")
+    picks = sorted({lo + int((i + 0.5) * n / k) for i in range(k)})
+    return picks
+
+
+def evaluation_slices(extent: tuple[int, int], annotated: list[int]) -> list[int]:
+    """What is scored: the unannotated slices inside the labelled extent."""
+    done = set(annotated)
+    return [s for s in range(extent[0], extent[1] + 1) if s not in done]
+
+
+def _one_hot(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    t = torch.from_numpy(labels.astype(np.int64))
+    return torch.nn.functional.one_hot(t, num_classes).movedim(-1, 0)[None].float()
+
+
+@dataclass
+class Scores:
+    """Per-class metrics of one prediction; NaN where a class is absent from the ground truth."""
+
+    dice: dict[str, float]
+    hd95: dict[str, float]  # mm; inf where the class was not predicted at all
+
+    @property
+    def mean_dice(self) -> float:
+        return _nanmean(self.dice.values())
+
+    @property
+    def mean_hd95(self) -> float:
+        return _nanmean(self.hd95.values())
+
+
+def _nanmean(values) -> float:
+    v = np.asarray([x for x in values if np.isfinite(x)], float)
+    return float(v.mean()) if v.size else float("nan")
+
+
+def score(pred: np.ndarray, truth: np.ndarray, class_names: list[str], spacing, axis: int, slices: list[int],
+          hausdorff: bool = True) -> Scores:
+    """Dice and 95% Hausdorff per class (MONAI) on ``slices`` along ``axis``.
+
+    The scored slices are stacked into one sub-volume, so the Hausdorff distance
+    treats slices on both sides of an annotated one as neighbours: a small bias,
+    the same for every method.
+    """
+    C = len(class_names)
+    p = np.take(pred, slices, axis=axis)
+    t = np.take(truth, slices, axis=axis)
+    yp, yt = _one_hot(p, C), _one_hot(t, C)
+    present = [bool(t.max() >= c and np.any(t == c)) for c in range(C)]
+    with warnings.catch_warnings():  # MONAI warns about empty classes; they are NaN on purpose
+        warnings.simplefilter("ignore")
+        d = compute_dice(yp, yt, include_background=False, ignore_empty=True)[0].numpy()
+        h = (compute_hausdorff_distance(yp, yt, include_background=False, percentile=95, spacing=list(spacing))[0].numpy()
+             if hausdorff else np.full(C - 1, np.nan))
+    dice, hd = {}, {}
+    for c in range(1, C):
+        name = class_names[c]
+        if not present[c]:
+            dice[name] = hd[name] = float("nan")
+            continue
+        dice[name] = float(d[c - 1])
+        # a class never predicted has no surface: MONAI gives inf/nan, which is reported as inf
+        hd[name] = float(h[c - 1]) if np.any(p == c) else float("inf")
+    return Scores(dice, hd)
+
+
+def training_volume(ds: Dataset, annotated: list[int], axis: int) -> Volume:
+    """A volume whose labels exist only on the annotated slices, so nothing else can leak in."""
+    labels = np.zeros_like(ds.labels)
+    idx = [slice(None)] * 3
+    for s in annotated:
+        idx[axis] = s
+        labels[tuple(idx)] = ds.labels[tuple(idx)]
+    return Volume(ds.image, ds.spacing, labels=labels, annotated=list(annotated), axis=axis, name=ds.name)
+
+
+def train(ds: Dataset, annotated: list[int], axis: int, method: str, steps: int, seed: int, threads: int = 0,
+          on_step=None) -> Trainer:
+    """Train one model on ``annotated`` slices of ``ds``; ``on_step()`` is called after each step."""
+    volume = training_volume(ds, annotated, axis)
+    cfg = TrainConfig(steps=steps, seed=seed, threads=threads, eval_every=0, preview_every=0)
+    trainer = Trainer([volume], method=method, config=cfg, class_names=ds.class_names)
+    for event in trainer.run():
+        if on_step is not None and type(event).__name__ == "StepEvent":
+            on_step()
+    return trainer
+
+
+def predict(trainer: Trainer, mc_passes: int = 0):
+    """The trained model's prediction of its (only) volume."""
+    return predict_volume(trainer.segmentation_model(), trainer.pool.volumes[0], mc_passes=mc_passes)

@@ -1,0 +1,118 @@
+"""Speed in the process itself: steps per second, time to a useful overlay, inference time."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import TrainConfig
+from ..data import Volume
+from ..inference import predict_volume
+from ..methods import METHODS
+from ..training import Trainer
+from .config import BenchConfig
+from .datasets import Dataset
+from .protocol import evaluation_slices, evenly_spaced, labelled_extent, score, training_volume
+
+#: Steps left out of every timing: the first ones pay for allocations and MONAI set-up.
+WARMUP_STEPS = 3
+
+
+@dataclass
+class StepRate:
+    method: str
+    steps_per_second: float
+    holds: str  # what one step processes
+
+
+@dataclass
+class Overlay:
+    method: str
+    k: int
+    seconds: float | None  # training time until mean Dice >= target; None = not reached
+    steps: int | None
+    checks: list[tuple[int, float, float]] = field(default_factory=list)  # (step, training s, mean Dice)
+    limit_s: float = 0.0
+    target: float = 0.7
+
+
+@dataclass
+class InferenceTime:
+    shape: tuple[int, int, int]
+    mc_passes: int
+    seconds: float  # for the whole volume (extrapolated when ``slices_timed`` < all)
+    slices_timed: int
+    slices_total: int
+
+
+def step_description(method: str, cfg: TrainConfig) -> str:
+    u = cfg.batch_unlabelled if METHODS[method].uses_unlabelled else 0
+    return f"{cfg.batch_labelled}+{u} slices of {cfg.patch}x{cfg.patch}"
+
+
+def timed_steps(trainer: Trainer, steps: int) -> float:
+    """Steps per second of ``trainer`` over ``steps`` steps after the warm-up ones."""
+    marks = []
+    for event in trainer.run():
+        if type(event).__name__ == "StepEvent":
+            marks.append(time.perf_counter())
+            if len(marks) > WARMUP_STEPS + steps:
+                break
+    return steps / (marks[-1] - marks[WARMUP_STEPS])
+
+
+def step_rates(ds: Dataset, cfg: BenchConfig, axis: int, tick=lambda: None) -> list[StepRate]:
+    extent = labelled_extent(ds.labels, axis)
+    volume = training_volume(ds, evenly_spaced(extent, cfg.overlay_k), axis)
+    out = []
+    for method in cfg.methods:
+        tc = TrainConfig(steps=WARMUP_STEPS + cfg.speed_steps + 1, threads=cfg.threads, eval_every=0)
+        trainer = Trainer([volume], method=method, config=tc, class_names=ds.class_names)
+        out.append(StepRate(method, timed_steps(trainer, cfg.speed_steps), step_description(method, tc)))
+        tick()
+    return out
+
+
+def first_overlay(ds: Dataset, cfg: BenchConfig, axis: int) -> tuple[Overlay, Trainer]:
+    """Train as the app would (its default step count, so its learning-rate schedule) and stop the
+    clock at each check; the first check with mean Dice >= target gives the time."""
+    extent = labelled_extent(ds.labels, axis)
+    annotated = evenly_spaced(extent, cfg.overlay_k)
+    scored = evaluation_slices(extent, annotated)
+    tc = TrainConfig(threads=cfg.threads, eval_every=0, preview_every=0)
+    trainer = Trainer([training_volume(ds, annotated, axis)], method=cfg.overlay_method, config=tc,
+                      class_names=ds.class_names)
+    result = Overlay(cfg.overlay_method, cfg.overlay_k, None, None, limit_s=cfg.overlay_limit_s, target=cfg.overlay_dice)
+    clock, started = 0.0, time.perf_counter()
+    for event in trainer.run():
+        if type(event).__name__ != "StepEvent" or event.step % cfg.overlay_check_every:
+            continue
+        clock += time.perf_counter() - started
+        pred = predict_volume(trainer.segmentation_model(), trainer.pool.volumes[0], mc_passes=0)
+        dice = score(pred.labels, ds.labels, ds.class_names, ds.spacing, axis, scored, hausdorff=False).mean_dice
+        result.checks.append((event.step, clock, dice))
+        if dice >= cfg.overlay_dice:
+            result.seconds, result.steps = clock, event.step
+            break
+        if clock >= cfg.overlay_limit_s:
+            break
+        started = time.perf_counter()
+    return result, trainer
+
+
+def inference_time(trainer: Trainer, image: np.ndarray, spacing, axis: int, cfg: BenchConfig) -> InferenceTime:
+    """Whole-volume prediction with MC dropout; with ``inference_slices`` set, a spread subset is
+    timed and the time scaled to every slice (the cost per slice is constant)."""
+    volume = Volume(image, spacing, axis=axis, name="inference")
+    n = volume.num_slices
+    subset = None
+    if 0 < cfg.inference_slices < n:
+        subset = np.linspace(0, n - 1, cfg.inference_slices).round().astype(int).tolist()
+    model = trainer.segmentation_model()
+    t0 = time.perf_counter()
+    predict_volume(model, volume, mc_passes=cfg.inference_mc_passes, slices=subset)
+    seconds = time.perf_counter() - t0
+    timed = n if subset is None else len(subset)
+    return InferenceTime(tuple(image.shape), cfg.inference_mc_passes, seconds * n / timed, timed, n)
