@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Speed on a CUDA GPU: training steps/s per method (mixed precision, the engine's default on CUDA)
+# and whole-volume inference with 8 MC-dropout passes on colin27 (181x217x181).
+# Usage: resources/gpu_bench.sh [DATA_DIR]   (default ../shared/data); prints a Markdown table.
+set -euo pipefail
+DATA_DIR="${1:-../shared/data}"
+python - "$DATA_DIR" <<'PY'
+import sys, time, torch
+from napari_sslseg.bench.config import BenchConfig
+from napari_sslseg.bench.datasets import load_preset, crop_to_labels
+from napari_sslseg.bench import speed
+
+assert torch.cuda.is_available(), "no CUDA GPU visible"
+full = load_preset("colin27", sys.argv[1])
+ds = crop_to_labels(full, BenchConfig().margin)
+cfg = BenchConfig(speed_steps=200)  # long enough that launch overheads average out
+print(f"GPU: {torch.cuda.get_device_name(0)}; torch {torch.__version__}; mixed precision on\n")
+print("| method | steps/s | one step holds |\n|---|---|---|")
+for r in speed.step_rates(ds, cfg, axis=0):
+    print(f"| {r.method} | {r.steps_per_second:.1f} | {r.holds} |")
+cfg.overlay_limit_s = 60.0
+overlay, trainer = speed.first_overlay(ds, cfg, axis=0)
+print(f"\nfirst useful overlay ({overlay.method}, k={overlay.k}): "
+      + (f"{overlay.seconds:.1f} s at step {overlay.steps}" if overlay.seconds is not None else "not reached in 60 s"))
+speed.inference_time(trainer, full.image, full.spacing, 0, cfg)  # warm-up (cuDNN autotuning, allocations)
+inf = speed.inference_time(trainer, full.image, full.spacing, 0, cfg)
+print(f"inference, {inf.mc_passes} MC passes, {'x'.join(map(str, inf.shape))}: {inf.seconds:.2f} s")
+print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+PY
