@@ -18,13 +18,29 @@ def build_unet(num_classes: int, width: int = 16, dropout: float = 0.1, in_chann
         in_channels: image channels.
     """
     w = int(width)
-    return BasicUNet(
+    net = BasicUNet(
         spatial_dims=2,
         in_channels=in_channels,
         out_channels=num_classes,
         features=(w, w, 2 * w, 4 * w, 8 * w, w),
         dropout=dropout,
     )
+    _channel_dropout(net)
+    return net
+
+
+def _channel_dropout(net: nn.Module) -> None:
+    """Swap element-wise dropout for channel-wise (spatial) dropout, in place.
+
+    Element-wise dropout draws one random number per activation and took more CPU time
+    than the convolutions; dropping whole feature maps draws one per channel and is a
+    standard choice for MC-dropout in segmentation networks.
+    """
+    for name, child in net.named_children():
+        if type(child) is nn.Dropout:
+            setattr(net, name, nn.Dropout2d(child.p))
+        else:
+            _channel_dropout(child)
 
 
 class PixelDiscriminator(nn.Module):
