@@ -89,7 +89,9 @@ def main(args, cfg: BenchConfig) -> int:
 
 
 def render(args, cfg, full, ds, res, sp, total) -> str:
-    cmd = "napari-sslseg bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    argv = sys.argv[1:]
+    argv = argv[1:] if argv[:1] == ["bench"] else argv  # run as the CLI's subcommand or as a module
+    cmd = "napari-sslseg bench " + " ".join(shlex.quote(a) for a in argv)
     lines = [
         f"## {ds.name}: {'quick' if args.quick else 'full'} run",
         "",
