@@ -36,8 +36,8 @@ def _place(image_layer) -> dict:
     }
 
 
-def _set_layer(viewer, name: str, data: np.ndarray, kind: str, place: dict, **style):
-    """Update the layer called ``name`` in place, or add it."""
+def _set_layer(viewer, name: str, data: np.ndarray, kind: str, place: dict, contour: int = 0, **style):
+    """Update the layer called ``name`` in place, or add it (styled once: the user may restyle it)."""
     if name in viewer.layers:
         layer = viewer.layers[name]
         if layer.data.shape == data.shape:
@@ -45,16 +45,19 @@ def _set_layer(viewer, name: str, data: np.ndarray, kind: str, place: dict, **st
             return layer
         viewer.layers.remove(layer)
     add = viewer.add_labels if kind == "labels" else viewer.add_image
-    return add(data, name=name, **place, **style)
+    layer = add(data, name=name, **place, **style)
+    if contour:
+        layer.contour = contour
+    return layer
 
 
 def show_prediction(viewer, prediction, image_layer, threshold: float, suffix: str = "") -> dict:
     """Show ``prediction`` over ``image_layer`` in the result layers; returns them by kind."""
     place = _place(image_layer)
     layers = {
-        "prediction": _set_layer(viewer, result_name("prediction", suffix), prediction.labels, "labels", place, opacity=0.5),
+        "prediction": _set_layer(viewer, result_name("prediction", suffix), prediction.labels, "labels", place, opacity=0.45),
         "pseudo-labels": _set_layer(
-            viewer, result_name("pseudo-labels", suffix), pseudo_labels(prediction, threshold), "labels", place, opacity=0.7
+            viewer, result_name("pseudo-labels", suffix), pseudo_labels(prediction, threshold), "labels", place, contour=1
         ),
     }
     for kind, attr in MAPS.items():
@@ -72,7 +75,7 @@ def show_prediction(viewer, prediction, image_layer, threshold: float, suffix: s
             blending="additive",
             contrast_limits=limits,
             opacity=0.6,
-            visible=kind == "uncertainty",
+            visible=False,  # overlays on demand (the panel's "u" key), the prediction stays readable
         )
         if kind == "uncertainty":
             layers[kind].contrast_limits = limits

@@ -1,0 +1,57 @@
+"""Screenshot of the viewer with the training panel during training.
+
+Run from the repository root:  xvfb-run -a python resources/make_screenshot.py
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import napari
+from qtpy.QtWidgets import QApplication
+
+OUT = Path(__file__).resolve().parent / "screenshot_training.png"
+
+
+def main() -> None:
+    from napari.settings import get_settings
+
+    get_settings().application.gui_notification_level = "error"  # no toasts over the picture
+    viewer = napari.Viewer()
+    viewer.window.resize(1500, 950)
+    viewer.open_sample("napari-sslseg", "colin27")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-sslseg", "Semi-supervised segmentation")
+    for name, value in {"steps": 300, "preview_every": 40, "eval_every": 10, "threads": 2}.items():
+        panel.settings[name].value = value
+    panel.train()
+    app = QApplication.instance()
+    # train until two previews have arrived, then pause to take the picture mid-run
+    while panel.trainer.step < 85 and panel.session.running:
+        app.processEvents()
+        time.sleep(0.02)
+    panel.toggle_pause()
+    deadline = time.monotonic() + 60
+    while not panel.status.value.startswith("Paused") and time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.02)
+    panel.plot.redraw(force=True)
+    if panel.suggestions.count():
+        panel.suggestions.setCurrentRow(0)
+        panel.go_to_slice(panel.suggestions.item(0).data(0x0100))
+    viewer.layers["uncertainty"].visible = True
+    viewer.layers["uncertainty"].opacity = 0.35
+    viewer.layers.selection.active = viewer.layers["pseudo-labels"]
+    viewer.reset_view()
+    for _ in range(20):
+        app.processEvents()
+        time.sleep(0.05)
+    viewer.screenshot(str(OUT), canvas_only=False)
+    panel.shutdown()
+    viewer.close()
+    print(f"wrote {OUT} ({OUT.stat().st_size // 1024} KB)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
