@@ -77,7 +77,8 @@ def plot(res: AccuracyResults, methods: list[str], ks: list[int], title: str, pa
         ax = axes[0, 1]
         for c in res.curves.values():
             ax.plot([n for n, _ in c.points], [d for _, d in c.points], marker="o", label=c.strategy)
-        ax.set(xlabel="annotated slices", ylabel="mean Dice, unannotated slices", title=f"{title}: which slice next")
+        ns = sorted({n for c in res.curves.values() for n, _ in c.points})
+        ax.set(xlabel="annotated slices", ylabel="mean Dice, unannotated slices", title=f"{title}: which slice next", xticks=ns)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
