@@ -74,7 +74,8 @@ def _entropy(p: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log(p + _EPS)).sum(dim=1)
 
 
-def _pad16(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+def pad16(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad (..., H, W) at the far edges to multiples of 16 (four poolings); return the original size."""
     h, w = x.shape[-2:]
     ph, pw = (-h) % 16, (-w) % 16
     return (F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x), (h, w)
@@ -156,7 +157,7 @@ def predict_volume(
         for start in range(0, len(wanted), batch_size):
             idx = wanted[start : start + batch_size]
             x = torch.stack([resample_slice(torch.from_numpy(volume.image_slice(i))[None], size) for i in idx])
-            x, (h, w) = _pad16(x.to(device))
+            x, (h, w) = pad16(x.to(device))
             crop = lambda t: t[..., :h, :w]  # noqa: E731
             back = lambda t: resample_slice(t, native) if tuple(t.shape[-2:]) != native else t  # noqa: E731
 

@@ -51,7 +51,7 @@ from .events import (
     Stop,
     UpdateLabels,
 )
-from .inference import SegmentationModel, predict_volume
+from .inference import SegmentationModel, pad16, predict_volume
 from .methods import METHODS, StepContext, create_method
 from .networks import build_unet
 from .schedules import poly_lr
@@ -263,11 +263,8 @@ class Trainer:
         inter, total = torch.zeros(C), torch.zeros(C)
         hits, present = torch.zeros(C), torch.zeros(C)
         for item in items:
-            x = self.pool.image(item)[None].to(self.device)
+            xp, (h, w) = pad16(self.pool.image(item)[None].to(self.device))
             y = self.pool.label(item)[None]
-            h, w = x.shape[-2:]
-            ph, pw = (-h) % 16, (-w) % 16
-            xp = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
             pred = net(xp)[..., :h, :w].argmax(1, keepdim=True).cpu()
             oh_p = torch.nn.functional.one_hot(pred[:, 0], C).permute(0, 3, 1, 2).float()
             oh_y = torch.nn.functional.one_hot(y[:, 0], C).permute(0, 3, 1, 2).float()
