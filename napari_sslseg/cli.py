@@ -76,7 +76,10 @@ def cmd_train(args) -> int:
         volumes.append(Volume(arr, g.spacing_zyx, None, None, args.axis if args.axis is not None else volumes[0].axis, Path(path).name))
     v0 = volumes[0]
     if not v0.annotated:
-        raise InputError(f"{args.labels} has no annotated slice along axis {v0.axis}: paint at least one slice.")
+        raise InputError(
+            f"No annotated slice in {args.labels} along axis {v0.axis}: paint at least one slice "
+            "(any non-zero class), or name the annotated slices with --slices."
+        )
     config = TrainConfig(steps=args.steps, seed=args.seed, device=args.device, threads=args.threads)
     if args.batch:
         config.batch_labelled = config.batch_unlabelled = args.batch
