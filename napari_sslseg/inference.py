@@ -5,7 +5,6 @@ Outputs lie on the input volume's own grid, (z, y, x), whatever the slice axis.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -105,7 +104,7 @@ def rank_slices(scores: np.ndarray, exclude: Sequence[int], count: int = 10, min
         picked.append(int(s))
         blocked[max(0, s - min_gap + 1) : s + min_gap] = True
     if len(picked) < count:  # few slices left: fill with the best remaining, gaps or not
-        rest = [int(s) for s in order if not taken[s] and int(s) not in picked]
+        rest = [int(s) for s in order if not taken[s] and np.isfinite(scores[s]) and int(s) not in picked]
         picked += rest[: count - len(picked)]
     return picked
 
@@ -211,7 +210,3 @@ def predict_volume(
         slices=None if slices is None else wanted,
     )
 
-
-def normalised_entropy_bound(num_classes: int) -> float:
-    """ln C: the largest entropy a C-class prediction can have."""
-    return math.log(num_classes)

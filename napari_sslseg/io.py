@@ -77,17 +77,20 @@ class Geometry:
 
 def is_volume_path(path: str | os.PathLike) -> bool:
     p = str(path).lower()
-    return p.endswith(VOLUME_SUFFIXES) or os.path.isdir(p) or p.endswith(".dcm")
+    return p.endswith(VOLUME_SUFFIXES) or p.endswith(".dcm") or os.path.isdir(path)
 
 
-def _read_dicom_folder(folder: Path) -> sitk.Image:
+def _read_dicom_folder(folder: Path, member: Path | None = None) -> sitk.Image:
+    """The largest series in ``folder``, or the one holding the file ``member``."""
     reader = sitk.ImageSeriesReader()
     series = reader.GetGDCMSeriesIDs(str(folder))
     if not series:
         raise InputError(f"{folder} holds no DICOM series that SimpleITK can read.")
     files = {sid: reader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series}
     chosen = max(series, key=lambda sid: len(files[sid]))
-    if len(series) > 1:
+    if member is not None:
+        chosen = next((sid for sid in series if any(Path(f).samefile(member) for f in files[sid])), chosen)
+    elif len(series) > 1:
         others = ", ".join(f"{sid} ({len(files[sid])} files)" for sid in series if sid != chosen)
         warnings.warn(
             f"{folder} holds {len(series)} DICOM series; reading the largest, {chosen} "
@@ -112,10 +115,14 @@ def _check_complete(path: Path, image: sitk.Image) -> None:
     elif name.endswith(".nii"):
         with open(path, "rb") as f:
             header = f.read(112)
-        if len(header) == 112:
-            offset = struct.unpack("<f", header[108:112])[0]
-            if not 0 <= offset < 1e9:
-                offset = struct.unpack(">f", header[108:112])[0]
+        # NIfTI-1 only (sizeof_hdr 348, either byte order); NIfTI-2 keeps its offset elsewhere
+        for order in "<>":
+            if len(header) == 112 and struct.unpack(order + "i", header[:4])[0] == 348:
+                offset = struct.unpack(order + "f", header[108:112])[0]
+                break
+        else:
+            return
+        if 0 <= offset < 1e9:
             pixel_bytes = image.GetSizeOfPixelComponent() * image.GetNumberOfComponentsPerPixel()
             if path.stat().st_size < int(offset) + image.GetNumberOfPixels() * pixel_bytes:
                 raise InputError(f"Cannot read {path}: the file is unreadable or truncated (shorter than its header says).")
@@ -125,8 +132,8 @@ def read_image(path: str | os.PathLike, channel: int | None = None) -> sitk.Imag
     """Read a 3D scalar volume from a file or a DICOM folder.
 
     Args:
-        path: a NIfTI/NRRD/MHA/MHD file, or a folder holding a DICOM series
-            (several series: the largest is read and the others named in a warning).
+        path: a NIfTI/NRRD/MHA/MHD file, a folder holding a DICOM series (several series:
+            the largest is read and the others named in a warning), or one .dcm file of a series.
         channel: for a multichannel or 4D image, the channel (or last-axis index) to keep.
 
     Raises:
@@ -136,7 +143,12 @@ def read_image(path: str | os.PathLike, channel: int | None = None) -> sitk.Imag
     if not path.exists():
         raise InputError(f"{path} does not exist.")
     try:
-        image = _read_dicom_folder(path) if path.is_dir() else sitk.ReadImage(str(path))
+        if path.is_dir():
+            image = _read_dicom_folder(path)
+        elif path.suffix.lower() == ".dcm":  # one file of a series: read the whole series
+            image = _read_dicom_folder(path.parent, member=path)
+        else:
+            image = sitk.ReadImage(str(path))
     except InputError:
         raise
     except RuntimeError as exc:

@@ -11,7 +11,9 @@ applies them between steps and never touches the caller's arrays.
 
 from __future__ import annotations
 
+import contextlib
 import queue
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -113,6 +115,9 @@ class Trainer:
         if resume is not None:
             method = resume["method"]
             method_options = resume.get("method_options")
+            saved = TrainConfig.from_dict(resume.get("config", {}))
+            config.width, config.dropout = saved.width, saved.dropout  # the network must match the weights
+            self._check_resume(resume)
         num_classes = self.pool.num_classes()
         if class_names is not None:
             num_classes = max(num_classes, len(class_names))
@@ -143,12 +148,24 @@ class Trainer:
         self.step = 0
         self.preview_volume = preview_volume
         self.commands: queue.Queue = queue.Queue()
+        self.lock = threading.Lock()
         self.paused = False
         self._stop = False
         self._preview_request: RequestPreview | None = None
         self.last_dice: float | None = None
         if resume is not None:
             self._load(resume)
+
+    def _check_resume(self, payload: dict) -> None:
+        axis, saved_axis = self.pool.volumes[0].axis, payload.get("axis")
+        if saved_axis is not None and saved_axis != axis:
+            raise InputError(f"The model was trained on slices along axis {saved_axis}; these volumes use axis {axis}.")
+        saved = payload.get("target_spacing")
+        if saved and not np.allclose(saved, self.pool.target_spacing, rtol=0.05):
+            raise InputError(
+                f"The model was trained at {saved} mm in-plane; these slices are at "
+                f"{tuple(round(s, 3) for s in self.pool.target_spacing)} mm. Start a new training."
+            )
 
     # ----- commands -----
     def submit(self, command) -> None:
@@ -211,8 +228,16 @@ class Trainer:
     def _sample(self, pool: list, n: int) -> list:
         return [pool[i] for i in self.rng.integers(0, len(pool), size=n)]
 
+    def _autocast(self):
+        """Mixed precision on CUDA; elsewhere nothing (older torch refuses autocast on some devices)."""
+        return torch.autocast(device_type="cuda") if self.use_amp else contextlib.nullcontext()
+
     def train_step(self) -> tuple[dict[str, float], dict[str, float]]:
         """One optimiser step; returns the raw loss terms and the weights of the unlabelled ones."""
+        with self.lock:  # a save from another thread sees whole steps only
+            return self._train_step()
+
+    def _train_step(self) -> tuple[dict[str, float], dict[str, float]]:
         cfg, method = self.config, self.method
         lr = cfg.lr * poly_lr(self.step, cfg.steps)
         for g in self.optimizer.param_groups:
@@ -221,7 +246,7 @@ class Trainer:
         use_u = method.uses_unlabelled and bool(self.pool.unlabelled) and cfg.batch_unlabelled > 0
         x_u = self._batch(self._sample(self.pool.unlabelled, cfg.batch_unlabelled), labelled=False) if use_u else None
         self.model.train()
-        with torch.autocast(device_type=self.device.type, enabled=self.use_amp):
+        with self._autocast():
             logits = self.model(x_l if x_u is None else torch.cat([x_l, x_u]))
             logits_l, logits_u = logits[: len(x_l)], (logits[len(x_l) :] if x_u is not None else None)
             sup = self.supervised_loss(logits_l.float(), y_l)
@@ -232,7 +257,7 @@ class Trainer:
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        extra = method.after_step(ctx) if x_u is not None else {}
+        extra = method.after_step(ctx)  # EMA / discriminator steps also when no slice is unannotated
         losses = {"supervised": float(sup.detach()), **{k: float(v.detach()) for k, (v, _) in terms.items()}, **extra}
         losses["total"] = float(total.detach())
         self.step += 1
@@ -358,7 +383,10 @@ class Trainer:
         }
 
     def save(self, path: str | Path) -> Path:
-        return checkpoint.save(self.state(), path)
+        """Write a checkpoint; safe to call from another thread while training runs."""
+        with self.lock:
+            state = self.state()
+        return checkpoint.save(state, path)
 
     def _load(self, payload: dict) -> None:
         self.model.load_state_dict(payload["model"])

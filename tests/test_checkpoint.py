@@ -96,3 +96,37 @@ def test_newer_foreign_and_missing_files_refused(tmp_path):
         checkpoint.load(junk)
     with pytest.raises(CheckpointError, match="No model at"):
         checkpoint.load(tmp_path / "nowhere")
+
+
+def test_resume_takes_the_network_shape_from_the_file(tiny_volume, tmp_path):
+    first = Trainer([tiny_volume], "supervised", cfg(2))
+    list(first.run())
+    first.save(tmp_path / "model.pt")
+    wider = TrainConfig(**{**cfg(4).to_dict(), "width": 16})
+    resumed = Trainer([tiny_volume], "supervised", wider, resume=checkpoint.load(tmp_path / "model.pt"))
+    assert resumed.config.width == 8 and resumed.step == 2
+
+
+def test_resume_refuses_another_axis(tiny_volume, tmp_path):
+    from napari_sslseg.data import Volume
+    from napari_sslseg.errors import InputError
+
+    first = Trainer([tiny_volume], "supervised", cfg(1))
+    list(first.run())
+    first.save(tmp_path / "model.pt")
+    other = Volume(tiny_volume.image, labels=tiny_volume.labels, axis=2, annotated=[16])
+    with pytest.raises(InputError, match="along axis 0"):
+        Trainer([other], "supervised", cfg(2), resume=checkpoint.load(tmp_path / "model.pt"))
+
+
+def test_save_while_training_in_another_thread(tiny_volume, tmp_path):
+    import threading
+
+    trainer = Trainer([tiny_volume], "mean_teacher", cfg(30))
+    worker = threading.Thread(target=lambda: list(trainer.run()))
+    worker.start()
+    paths = [trainer.save(tmp_path / f"m{i}.pt") for i in range(5)]
+    worker.join()
+    for p in paths:
+        payload = checkpoint.load(p)
+        assert 0 <= payload["step"] <= 30 and set(payload["model"]) == set(trainer.model.state_dict())

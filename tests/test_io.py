@@ -69,6 +69,18 @@ def test_dicom_series_from_folder_largest_wins(tmp_path):
     assert array.shape == (6, 16, 20)
     np.testing.assert_array_equal(array, big)
     assert geom.spacing == pytest.approx((0.5, 0.5, 2.0))
+    # one file of the smaller series reads that whole series
+    one, _ = read_volume(sorted((tmp_path / "dcm").glob("200_*.dcm"))[1])
+    np.testing.assert_array_equal(one, small)
+
+
+def test_dicom_folder_with_capitals(tmp_path):
+    from napari_sslseg.io import is_volume_path
+
+    folder = tmp_path / "Patient" / "DICOM"
+    _write_dicom_series(folder, np.arange(3 * 4 * 5).reshape(3, 4, 5), (1.0, 1.0, 3.0), "1.2.826.0.1.3680043.2.1125.300")
+    assert is_volume_path(folder)
+    assert read_volume(folder)[0].shape == (3, 4, 5)
 
 
 def test_refusals(tmp_path):

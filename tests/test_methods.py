@@ -94,3 +94,17 @@ def test_unknown_method_and_option(tiny_volume):
         Trainer([tiny_volume], "nope", TrainConfig(steps=1))
     with pytest.raises(InputError, match="no option bogus"):
         Trainer([tiny_volume], "mean_teacher", TrainConfig(steps=1), method_options={"bogus": 1})
+
+
+@pytest.mark.parametrize("name", ["mean_teacher", "ua_mt", "adversarial"])
+def test_extra_models_step_when_every_slice_is_annotated(tiny_volume, name):
+    """No unannotated slice left: the teacher / discriminator must still follow training."""
+    from napari_sslseg.data import Volume
+
+    full = Volume(tiny_volume.image, labels=tiny_volume.labels, annotated=list(range(tiny_volume.num_slices)))
+    trainer = small_trainer(full, name, steps=3)
+    assert not trainer.pool.unlabelled
+    extra = next(iter(trainer.method.extra_models().values()))
+    before = [p.detach().clone() for p in extra.parameters()]
+    list(trainer.run())
+    assert sum(float((p.detach() - b).abs().sum()) for p, b in zip(extra.parameters(), before)) > 0

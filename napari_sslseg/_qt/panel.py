@@ -456,9 +456,6 @@ class TrainingPanel(QWidget):
         if self.trainer is None:
             show_warning("Train a model first; a loaded model is already saved.")
             return
-        if self.session is not None and self.session.running and not self.session.paused:
-            show_warning("Pause or stop training before saving the model.")
-            return
         path = path or QFileDialog.getSaveFileName(self, "Save model", "model.pt", "napari-sslseg model (*.pt)")[0]
         if path:
             show_info(f"Model saved to {self.trainer.save(path)}.")
@@ -482,6 +479,9 @@ class TrainingPanel(QWidget):
             return None
         if self.model is None or layer is None:
             show_warning("Train or load a model, and choose an image layer to predict.")
+            return None
+        if self._predict_worker is not None and self._predict_worker.is_running:
+            show_warning("A prediction is already running; wait for it to finish.")
             return None
         labels = self.labels.value if layer is self.image.value else None
         if labels is not None and labels.data.shape != layer.data.shape:

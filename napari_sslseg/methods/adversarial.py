@@ -64,16 +64,14 @@ class Adversarial(Method):
         d = self.discriminator
         d.requires_grad_(True)
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=ctx.y_labelled.device.type, enabled=False):
-            fake = torch.softmax(
-                torch.cat([ctx.logits_labelled, ctx.logits_unlabelled]).detach().float(), dim=1
-            )
-            real = F.one_hot(ctx.y_labelled[:, 0].long(), self.num_classes).permute(0, 3, 1, 2).float()
-            out_fake, out_real = d(fake), d(real)
-            loss = 0.5 * (
-                F.binary_cross_entropy_with_logits(out_fake, torch.zeros_like(out_fake))
-                + F.binary_cross_entropy_with_logits(out_real, torch.ones_like(out_real))
-            )
+        predictions = [ctx.logits_labelled] + ([ctx.logits_unlabelled] if ctx.logits_unlabelled is not None else [])
+        fake = torch.softmax(torch.cat(predictions).detach().float(), dim=1)
+        real = F.one_hot(ctx.y_labelled[:, 0].long(), self.num_classes).permute(0, 3, 1, 2).float()
+        out_fake, out_real = d(fake), d(real)
+        loss = 0.5 * (
+            F.binary_cross_entropy_with_logits(out_fake, torch.zeros_like(out_fake))
+            + F.binary_cross_entropy_with_logits(out_real, torch.ones_like(out_real))
+        )
         loss.backward()
         self.optimizer.step()
         return {"discriminator": float(loss.detach())}

@@ -33,7 +33,7 @@ class UAMT(MeanTeacher):
 
     def threshold(self, ctx: StepContext) -> float:
         c = self.config
-        ramp = sigmoid_rampup(ctx.step, c.rampup * ctx.total_steps)
+        ramp = sigmoid_rampup(ctx.step, ctx.total_steps)  # over the whole run, as in Yu et al. 2019
         return (c.threshold_start + (c.threshold_end - c.threshold_start) * ramp) * math.log(self.num_classes)
 
     @torch.no_grad()
