@@ -24,6 +24,21 @@ def _parse_slices(text: str | None) -> list[int] | None:
         raise InputError(f"--slices takes comma-separated slice numbers, e.g. 10,20,30; got '{text}'.") from None
 
 
+def _parse_window(text: str | None) -> tuple[float, float] | None:
+    """--window LOW,HIGH: a fixed intensity window (CT in HU, e.g. -160,240 for soft tissue)."""
+    if not text:
+        return None
+    from .errors import InputError
+
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--window takes LOW,HIGH, e.g. -160,240; got '{text}'.") from None
+    if not low < high:
+        raise InputError(f"--window needs LOW < HIGH; got {low:g},{high:g}.")
+    return low, high
+
+
 def _parse_options(pairs: list[str] | None) -> dict:
     """--option key=value pairs; values parsed as JSON where they can be (numbers, true/false)."""
     from .errors import InputError
@@ -70,10 +85,12 @@ def cmd_train(args) -> int:
             f"The labels ({lgeom.describe()}) are not on the image's grid ({geom.describe()}); "
             "resample them onto the image first."
         )
-    volumes = [Volume(image, geom.spacing_zyx, labels, _parse_slices(args.slices), args.axis, Path(args.image).name)]
+    window = _parse_window(args.window)
+    volumes = [Volume(image, geom.spacing_zyx, labels, _parse_slices(args.slices), args.axis, Path(args.image).name, window)]
     for path in args.unlabelled or []:
         arr, g = read_volume(path, args.channel)
-        volumes.append(Volume(arr, g.spacing_zyx, None, None, args.axis if args.axis is not None else volumes[0].axis, Path(path).name))
+        axis = args.axis if args.axis is not None else volumes[0].axis
+        volumes.append(Volume(arr, g.spacing_zyx, None, None, axis, Path(path).name, window))
     v0 = volumes[0]
     if not v0.annotated:
         raise InputError(
@@ -131,7 +148,7 @@ def cmd_predict(args) -> int:
     model.to(device)
     image, geom = read_volume(args.image, args.channel)
     axis = args.axis if args.axis is not None else model.axis
-    volume = Volume(image, geom.spacing_zyx, axis=axis, name=Path(args.image).name)
+    volume = Volume(image, geom.spacing_zyx, axis=axis, name=Path(args.image).name, window=_parse_window(args.window))
     t0 = time.perf_counter()
     pred = predict_volume(model, volume, mc_passes=args.mc_passes, batch_size=args.batch, device=device)
     seconds = time.perf_counter() - t0
@@ -170,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch", type=int, help="slices per batch, labelled and unlabelled (default: 4)")
     t.add_argument("--eval-every", type=int, help="steps between Dice prints (default: 100)")
     t.add_argument("--channel", type=int, help="channel to use from a multichannel or 4D image")
+    t.add_argument("--window", metavar="LOW,HIGH", help="fixed intensity window, e.g. CT -160,240 HU (default: 0.5-99.5 percentiles)")
     t.add_argument("--class-names", help="comma-separated, background first")
     t.add_argument("--option", action="append", metavar="KEY=VALUE", help="a method option (repeatable)")
     t.add_argument("--resume", metavar="MODEL", help="continue training from a model folder or file")
@@ -185,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis (default: the model's)")
     r.add_argument("--device", default="auto")
     r.add_argument("--channel", type=int)
+    r.add_argument("--window", metavar="LOW,HIGH", help="the window used in training, if any")
     r.set_defaults(func=cmd_predict)
 
     try:

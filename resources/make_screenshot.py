@@ -20,15 +20,15 @@ def main() -> None:
 
     get_settings().application.gui_notification_level = "error"  # no toasts over the picture
     viewer = napari.Viewer()
-    viewer.window.resize(1500, 950)
+    viewer.window.resize(1600, 1150)
     viewer.open_sample("napari-sslseg", "colin27")
     _, panel = viewer.window.add_plugin_dock_widget("napari-sslseg", "Semi-supervised segmentation")
     for name, value in {"steps": 300, "preview_every": 40, "eval_every": 10, "threads": 2}.items():
         panel.settings[name].value = value
     panel.train()
     app = QApplication.instance()
-    # train until two previews have arrived, then pause to take the picture mid-run
-    while panel.trainer.step < 85 and panel.session.running:
+    # train until several previews have arrived, then pause to take the picture mid-run
+    while panel.trainer.step < 205 and panel.session.running:
         app.processEvents()
         time.sleep(0.02)
     panel.toggle_pause()
@@ -40,8 +40,6 @@ def main() -> None:
     if panel.suggestions.count():
         panel.suggestions.setCurrentRow(0)
         panel.go_to_slice(panel.suggestions.item(0).data(0x0100))
-    viewer.layers["uncertainty"].visible = True
-    viewer.layers["uncertainty"].opacity = 0.35
     viewer.layers.selection.active = viewer.layers["pseudo-labels"]
     viewer.reset_view()
     for _ in range(20):

@@ -72,6 +72,17 @@ def test_explicit_slices_hide_the_rest(tmp_path, capsys):
     assert "3 annotated slices (22 unannotated) along axis 0" in capsys.readouterr().out
 
 
+def test_ct_window(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(BRAIN1_IMAGE), str(BRAIN1_LABEL), "--out", str(run), "--steps", "1", "-q",
+                 "--method", "supervised", "--eval-every", "0", "--window", "0,400"]) == 0
+    from napari_sslseg import checkpoint
+
+    assert checkpoint.load(run)["intensity"][0]["low"] == 0 and checkpoint.load(run)["intensity"][0]["high"] == 400
+    assert main(["train", str(BRAIN1_IMAGE), str(BRAIN1_LABEL), "--out", str(run), "--window", "400,0"]) == 2
+    assert "LOW < HIGH" in capsys.readouterr().err
+
+
 def _err(capsys):
     return capsys.readouterr().err
 
