@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..config import TrainConfig
-from ..data import Volume, default_axis
+from ..data import Volume, annotated_slices, default_axis
 from ..devices import pick_device
 from ..errors import InputError
 from ..events import AnnotationsEvent, EvalEvent, FinishedEvent, MessageEvent, PausedEvent, PreviewEvent, StepEvent, UpdateLabels
@@ -64,11 +64,17 @@ def _group(title: str, *widgets) -> QGroupBox:
     return box
 
 
-def _volume_from_layers(image: Image, labels: Labels | None, axis: int) -> Volume:
-    """A Volume on copies of the layers' arrays: the worker never touches a layer."""
+def _volume_from_layers(image: Image, labels: Labels | None, axis: int, background=()) -> Volume:
+    """A Volume on copies of the layers' arrays: the worker never touches a layer.
+
+    ``background`` slices count as annotated although they hold no label (all background).
+    """
     image_data = np.array(image.data, copy=True)
     labels_data = None if labels is None else np.array(labels.data, copy=True)
-    return Volume(image_data, spacing=tuple(image.scale[-3:]), labels=labels_data, axis=axis, name=image.name)
+    annotated = None
+    if labels_data is not None and background:
+        annotated = sorted(set(annotated_slices(labels_data, axis)) | set(background))
+    return Volume(image_data, spacing=tuple(image.scale[-3:]), labels=labels_data, annotated=annotated, axis=axis, name=image.name)
 
 
 class ExtraVolume(Container):
@@ -91,6 +97,7 @@ class TrainingPanel(QWidget):
         self.model = None  # SegmentationModel for Predict: the last training's or a loaded one
         self.last_prediction = None  # of the training image: suggestions and review use it
         self.annotated: dict[int, list[int]] = {}  # per volume, as the trainer last counted them
+        self.background: set[int] = set()  # slices of the image the user marked as all background
         self._train_layers: list[tuple[Image, Labels | None]] = []
         self._watched: list[tuple[Labels, object]] = []
         self._dirty: set[int] = set()
@@ -143,6 +150,8 @@ class TrainingPanel(QWidget):
         self.around = SpinBox(label="slices either side", min=0, max=50, value=0)
         self.accept_button = PushButton(text="Accept slice")
         self.reject_button = PushButton(text="Reject slice")
+        self.background_button = PushButton(text="Mark slice as background")
+        self.background_button.tooltip = "The current slice holds none of the classes: count it as annotated, all background"
         review = Container(widgets=[self.accept_button, self.reject_button], layout="horizontal", labels=False)
         self.toggle_button = PushButton(text="Show/hide uncertainty [u]")
 
@@ -159,7 +168,7 @@ class TrainingPanel(QWidget):
         layout.addWidget(_group("Training", self.main_settings, self.advanced_toggle, self.advanced, buttons, self.status, self.plot))
         layout.addWidget(
             _group("Results", self.threshold, self.toggle_button, Label(value="Suggested slices (most uncertain first)"),
-                   self.suggestions, self.next_button, self.around, review)
+                   self.suggestions, self.next_button, self.around, review, self.background_button)
         )
         layout.addWidget(_group("Model", model_buttons, self.predict_on, self.predict_button))
         layout.addStretch()
@@ -191,6 +200,7 @@ class TrainingPanel(QWidget):
         self.next_button.changed.connect(self.next_suggestion)
         self.accept_button.changed.connect(self.accept)
         self.reject_button.changed.connect(self.reject)
+        self.background_button.changed.connect(self.mark_background)
         self.toggle_button.changed.connect(self.toggle_uncertainty)
         self.save_button.changed.connect(lambda: self.save_model())
         self.load_button.changed.connect(lambda: self.load_model())
@@ -247,7 +257,10 @@ class TrainingPanel(QWidget):
         if labels is None:
             raise InputError("Choose the labels layer that holds your annotated slices (paint a few slices first).")
         pairs = [(image, labels)] + [(row.image.value, row.labels.value) for row in self.extras if row.image.value is not None]
-        volumes = [_volume_from_layers(im, lab, self.axis.value) for im, lab in pairs]
+        volumes = [
+            _volume_from_layers(im, lab, self.axis.value, self.background if i == 0 else ())
+            for i, (im, lab) in enumerate(pairs)
+        ]
         return volumes, pairs
 
     def train(self, *_) -> None:
@@ -329,8 +342,11 @@ class TrainingPanel(QWidget):
         if self.session is None or not self.session.running:
             return
         for index in sorted(self._dirty):
-            labels = self._train_layers[index][1]
-            self.session.submit(UpdateLabels(index, np.array(labels.data, copy=True)))
+            data = np.array(self._train_layers[index][1].data, copy=True)
+            annotated = None
+            if index == 0 and self.background:
+                annotated = sorted(set(annotated_slices(data, self.trainer.pool.volumes[0].axis)) | self.background)
+            self.session.submit(UpdateLabels(index, data, annotated))
         self._dirty.clear()
 
     # ----- events from the worker (GUI thread) -----
@@ -444,6 +460,20 @@ class TrainingPanel(QWidget):
         slices = self._review_slices()
         accept_slices(labels, self.last_prediction.labels, self._prediction_axis(), slices)
         show_info(f"Prediction accepted into {labels.name} on slice(s) {slices[0]}–{slices[-1]} (undo: Ctrl+Z on that layer).")
+
+    def mark_background(self, *_) -> None:
+        """Count the current slice(s) as annotated background: what a suggestion with nothing to paint needs."""
+        if self.image.value is None:
+            return
+        axis = self._prediction_axis()
+        n = self.image.value.data.shape[-3 + axis]
+        cur = self.current_slice()
+        chosen = [s for s in range(cur - self.around.value, cur + self.around.value + 1) if 0 <= s < n]
+        self.background.update(chosen)
+        show_info(f"Slice(s) {', '.join(map(str, chosen))} count as annotated background.")
+        if self.session is not None and self.session.running:
+            self._dirty.add(0)
+            self._send_labels()
 
     def reject(self, *_) -> None:
         name = result_name("pseudo-labels")

@@ -109,6 +109,13 @@ def test_pause_paint_and_stop(setup, qtbot):
     assert 30 in panel.trainer.pool.volumes[0].annotated
     assert panel.trainer.pool.volumes[0].labels is not labels.data  # the engine holds a copy
 
+    # a slice with nothing to paint: marked as background, it counts as annotated
+    panel.go_to_slice(62)
+    assert 62 not in panel.annotated[0]
+    panel.mark_background()
+    qtbot.waitUntil(lambda: 62 in panel.annotated[0], timeout=10_000)
+    assert 30 in panel.annotated[0] and not labels.data[62].any()  # the user's labels untouched
+
     panel.toggle_pause()
     panel.stop()
     qtbot.waitUntil(lambda: not session.running, timeout=60_000)
