@@ -443,10 +443,13 @@ class TrainingPanel(QWidget):
         self.go_to_slice(self.suggestions.item(row).data(Qt.UserRole))
 
     # ----- review of pseudo-labels -----
-    def _review_slices(self) -> list[int]:
-        n = self.last_prediction.labels.shape[self._prediction_axis()]
+    def _slices_around(self, n: int) -> list[int]:
+        """The current slice and "slices either side", within 0..n-1."""
         cur = self.current_slice()
         return [s for s in range(cur - self.around.value, cur + self.around.value + 1) if 0 <= s < n]
+
+    def _review_slices(self) -> list[int]:
+        return self._slices_around(self.last_prediction.labels.shape[self._prediction_axis()])
 
     def accept(self, *_) -> None:
         """Copy the prediction of the current slice(s) into the labels, as one undoable step."""
@@ -465,10 +468,7 @@ class TrainingPanel(QWidget):
         """Count the current slice(s) as annotated background: what a suggestion with nothing to paint needs."""
         if self.image.value is None:
             return
-        axis = self._prediction_axis()
-        n = self.image.value.data.shape[-3 + axis]
-        cur = self.current_slice()
-        chosen = [s for s in range(cur - self.around.value, cur + self.around.value + 1) if 0 <= s < n]
+        chosen = self._slices_around(self.image.value.data.shape[-3 + self._prediction_axis()])
         self.background.update(chosen)
         show_info(f"Slice(s) {', '.join(map(str, chosen))} count as annotated background.")
         if self.session is not None and self.session.running:
