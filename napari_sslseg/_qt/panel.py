@@ -97,7 +97,7 @@ class TrainingPanel(QWidget):
         self.model = None  # SegmentationModel for Predict: the last training's or a loaded one
         self.last_prediction = None  # of the training image: suggestions and review use it
         self.annotated: dict[int, list[int]] = {}  # per volume, as the trainer last counted them
-        self.background: set[int] = set()  # slices of the image the user marked as all background
+        self.background: set[int] = set()  # slices of the chosen image the user marked as all background
         self._train_layers: list[tuple[Image, Labels | None]] = []
         self._watched: list[tuple[Labels, object]] = []
         self._dirty: set[int] = set()
@@ -221,6 +221,7 @@ class TrainingPanel(QWidget):
     # ----- form reactions -----
     def _on_image(self, *_) -> None:
         layer = self.image.value
+        self.background.clear()  # background marks belong to the image they were made on
         if layer is not None and layer.ndim >= 3:
             self.axis.value = default_axis(layer.scale[-3:])
 
