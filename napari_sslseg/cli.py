@@ -150,13 +150,14 @@ def cmd_predict(args) -> int:
     axis = args.axis if args.axis is not None else model.axis
     volume = Volume(image, geom.spacing_zyx, axis=axis, name=Path(args.image).name, window=_parse_window(args.window))
     t0 = time.perf_counter()
-    pred = predict_volume(model, volume, mc_passes=args.mc_passes, batch_size=args.batch, device=device)
+    pred = predict_volume(model, volume, mc_passes=args.mc_passes, batch_size=args.batch, device=device,
+                          mc_scope=args.mc_scope)
     seconds = time.perf_counter() - t0
     write_volume(pred.labels, geom, out / "labels.nii.gz")
     write_volume(pred.confidence, geom, out / "confidence.nii.gz")
     write_volume(pred.uncertainty, geom, out / "uncertainty.nii.gz")
     counts = np.bincount(pred.labels.ravel(), minlength=model.num_classes)
-    print(f"predicted {volume.num_slices} slices in {seconds:.1f} s ({args.mc_passes} MC-dropout passes)")
+    print(f"predicted {volume.num_slices} slices in {seconds:.1f} s ({args.mc_passes} MC-dropout passes, {args.mc_scope} blocks)")
     for c in range(1, model.num_classes):
         print(f"  {model.class_names[c]}: {counts[c]} voxels")
     print(f"slices to annotate next (axis {axis}): {', '.join(map(str, pred.suggestions[:5]))}")
@@ -199,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("image", help="volume: NIfTI, NRRD, MHA/MHD file or DICOM folder")
     r.add_argument("--out", required=True, help="output folder: labels/confidence/uncertainty.nii.gz")
     r.add_argument("--mc-passes", type=int, default=8, help="MC-dropout passes for the uncertainty (default: 8)")
+    r.add_argument("--mc-scope", choices=("last", "all"), default="last",
+                   help="which dropout the passes sample: the last block's (one forward pass in all; default) "
+                        "or every block's (one forward pass each)")
     r.add_argument("--batch", type=int, default=8, help="slices per forward pass (default: 8)")
     r.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis (default: the model's)")
     r.add_argument("--device", default="auto")

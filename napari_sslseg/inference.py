@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Volume, resample_slice, target_size
-from .networks import enable_dropout
+from .networks import LastBlockSampler, enable_dropout
 
 _EPS = 1e-6
 
@@ -119,6 +119,7 @@ def predict_volume(
     slices: Sequence[int] | None = None,
     keep_probabilities: bool = False,
     suggestions: int = 10,
+    mc_scope: str = "last",
 ) -> Prediction:
     """Predict every slice (or ``slices``) of ``volume``.
 
@@ -131,11 +132,17 @@ def predict_volume(
         slices: only these slices along the axis (previews); the rest of the maps stay 0.
         keep_probabilities: also return class probabilities (uint8, x255).
         suggestions: how many slices to suggest.
+        mc_scope: "last" samples the dropout of the last block only (one forward pass in all, see
+            :class:`~napari_sslseg.networks.LastBlockSampler`); "all" reruns the whole network per
+            pass, sampling every block's dropout (``mc_passes`` + 1 forward passes).
     """
+    if mc_scope not in ("last", "all"):
+        raise ValueError(f"mc_scope must be 'last' or 'all', not {mc_scope!r}")
     device = torch.device(device) if device is not None else next(model.student.parameters()).device
     axis = volume.axis
     shape = volume.image.shape
     net = model.predictor
+    sampler = LastBlockSampler(net) if mc_passes > 0 and mc_scope == "last" and LastBlockSampler.supports(net) else None
     modes = {m: m.training for m in (model.student, model.teacher, model.discriminator) if m is not None}
     for m in modes:
         m.eval()
@@ -160,7 +167,7 @@ def predict_volume(
             crop = lambda t: t[..., :h, :w]  # noqa: E731
             back = lambda t: resample_slice(t, native) if tuple(t.shape[-2:]) != native else t  # noqa: E731
 
-            p = torch.softmax(crop(net(x)).float(), dim=1)
+            p = torch.softmax(crop(net(x) if sampler is None else sampler.forward(x)).float(), dim=1)
             out = {"entropy": _entropy(p)}
             if "disagreement" in maps:
                 ps = torch.softmax(crop(model.student(x)).float(), dim=1)
@@ -168,10 +175,10 @@ def predict_volume(
             if "discriminator_confidence" in maps:
                 out["discriminator_confidence"] = torch.sigmoid(model.discriminator(p))[:, 0]
             if mc_passes > 0:
-                enable_dropout(net, True)
+                enable_dropout(net, sampler is None)
                 mean, exp_h = torch.zeros_like(p), torch.zeros_like(out["entropy"])
                 for _ in range(mc_passes):
-                    pt = torch.softmax(crop(net(x)).float(), dim=1)
+                    pt = torch.softmax(crop(net(x) if sampler is None else sampler.sample()).float(), dim=1)
                     mean += pt / mc_passes
                     exp_h += _entropy(pt) / mc_passes
                 enable_dropout(net, False)

@@ -70,3 +70,39 @@ def test_partial_prediction_only_requested_slices(tiny_volume):
     p = predict_volume(trainer.segmentation_model(), tiny_volume, mc_passes=0, slices=[3, 5])
     assert p.slices == [3, 5]
     assert p.confidence[3].min() > 0 and p.confidence[0].max() == 0
+
+
+def test_last_block_sampler_is_mc_dropout_of_the_last_block():
+    """A sample equals the whole network run with only the last dropout sampling, same random mask."""
+    import torch
+
+    from napari_sslseg.networks import LastBlockSampler, build_unet
+
+    net = build_unet(3, width=8, dropout=0.3).eval()
+    x = torch.randn(2, 1, 32, 48)
+    assert LastBlockSampler.supports(net)
+    sampler = LastBlockSampler(net)
+    with torch.no_grad():
+        torch.testing.assert_close(sampler.forward(x), net(x))  # the deterministic pass is unchanged
+        torch.manual_seed(3)
+        ours = sampler.sample()
+        sampler.dropout.train(True)  # only the last block's dropout samples
+        torch.manual_seed(3)
+        reference = net(x)
+        sampler.dropout.train(False)
+        torch.manual_seed(4)
+        other = sampler.sample()
+    torch.testing.assert_close(ours, reference)
+    assert not torch.allclose(ours, other)  # the passes differ
+
+
+@pytest.mark.parametrize("scope", ["last", "all"])
+def test_mc_scopes_give_uncertainty(tiny_volume, scope):
+    trainer = _train(tiny_volume, "supervised")
+    p = predict_volume(trainer.segmentation_model(), tiny_volume, mc_passes=4, mc_scope=scope)
+    assert p.uncertainty_kind == "mutual_information"
+    assert p.uncertainty.max() > 0 and p.uncertainty.min() >= 0
+    assert p.uncertainty.max() <= p.entropy.max() + 1e-4
+    np.testing.assert_array_equal(p.labels, predict_volume(trainer.segmentation_model(), tiny_volume, mc_passes=0).labels)
+    with pytest.raises(ValueError, match="mc_scope"):
+        predict_volume(trainer.segmentation_model(), tiny_volume, mc_passes=1, mc_scope="middle")
