@@ -136,3 +136,27 @@ def test_quick_smoke_run_on_the_sample(tmp_path):
     rows = (tmp_path / "results.csv").read_text().splitlines()
     assert rows[0].startswith("dataset,method,k,seed,class,dice,hd95_mm")
     assert any(",supervised,2,0,mean," in r for r in rows)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_accuracy_jobs_in_process_and_in_workers(workers):
+    """Every (method, k, seed) and the ceiling are scored once; the guidance chains come back whole."""
+    from napari_sslseg.bench.config import BenchConfig
+    from napari_sslseg.bench.datasets import crop_to_labels, load_pair
+    from napari_sslseg.bench.runner import CEILING, run_accuracy, trainings_planned
+
+    ds = crop_to_labels(load_pair(SAMPLES / "colin27_deep_t1.nii.gz", SAMPLES / "colin27_deep_labels.nii.gz"), 2)
+    cfg = BenchConfig(methods=["supervised"], ks=[2, 3], seeds=[0, 1], steps=2, workers=workers, threads=1,
+                      guidance_start=2, guidance_max=3, guidance_budget=3, guidance_mc_passes=2, speed=False)
+    ticks = []
+    res = run_accuracy(ds, cfg, tick=ticks.append)
+    assert sum(ticks) == trainings_planned(cfg)
+    keys = [(r.method, r.k, r.seed) for r in res.runs]
+    assert len(keys) == len(set(keys))
+    assert set(keys) == {(m, k, s) for m in cfg.methods + [CEILING] for k in cfg.ks for s in cfg.seeds}
+    assert list(res.curves) == ["suggested", "uniform", "random"]
+    for name in ("suggested", "uniform", "random"):
+        curve = res.curves[name]
+        assert [n for n, _ in curve.points] == [2, 3]
+        assert len(curve.chosen[1]) == 3 and set(curve.chosen[1]) <= set(range(res.extent[0], res.extent[1] + 1))
+    assert res.workers == workers

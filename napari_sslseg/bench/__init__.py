@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", help=f"seeds (default {','.join(map(str, d.seeds))})")
     parser.add_argument("--steps", type=int, help=f"steps per training (default {d.steps}, --quick 20)")
     parser.add_argument("--axis", type=int, default=0, help="slice axis of the protocol (default 0, axial here)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = every core)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads per training (0 = the cores shared out)")
+    parser.add_argument("--workers", type=int, default=d.workers,
+                        help=f"trainings run at once in the accuracy part, a process each (default {d.workers}; 1 = no processes)")
     parser.add_argument("--no-guidance", action="store_true", help="skip the annotation-guidance simulation")
     parser.add_argument("--no-speed", action="store_true", help="skip speed, memory and viewer latency")
 
@@ -46,6 +48,7 @@ def config_from_args(args) -> BenchConfig:
     if args.steps:
         cfg.steps = args.steps
     cfg.threads = args.threads
+    cfg.workers = max(1, args.workers)
     cfg.guidance = cfg.guidance and not args.no_guidance
     cfg.speed = cfg.speed and not args.no_speed
     return cfg

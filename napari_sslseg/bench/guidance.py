@@ -56,7 +56,7 @@ def next_slice(strategy: str, annotated: list[int], extent: tuple[int, int], pre
 
 def simulate(extent: tuple[int, int], start: int, budget: int, uniform_max: int, train_eval: TrainEval,
              seed: int = 0, strategies=STRATEGIES, progress=None) -> dict[str, Curve]:
-    """Run every strategy from the same ``start`` evenly spaced slices.
+    """Run every strategy from the same ``start`` evenly spaced slices, one after the other.
 
     ``uniform`` goes up to ``uniform_max`` slices, the others up to ``budget``.
     """
@@ -64,25 +64,32 @@ def simulate(extent: tuple[int, int], start: int, budget: int, uniform_max: int,
     first_dice, first_pred = train_eval(first)
     if progress:
         progress()
-    curves = {}
-    rng = np.random.default_rng(seed)
-    for strategy in strategies:
-        curve = Curve(strategy, [(start, first_dice)], [list(first)])
-        annotated, pred = list(first), first_pred
-        top = uniform_max if strategy == "uniform" else budget
-        for n in range(start + 1, top + 1):
-            if strategy == "uniform":
-                annotated = evenly_spaced(extent, n)
-            else:
-                curve.picks.append(next_slice(strategy, annotated, extent, pred, rng))
-                annotated = sorted(annotated + [curve.picks[-1]])
-            dice, pred = train_eval(annotated)
-            curve.points.append((n, dice))
-            curve.chosen.append(list(annotated))
-            if progress:
-                progress()
-        curves[strategy] = curve
-    return curves
+    return {s: chain(s, extent, first, first_dice, first_pred, budget, uniform_max, train_eval, seed, progress)
+            for s in strategies}
+
+
+def chain(strategy: str, extent: tuple[int, int], first: list[int], first_dice: float, first_pred, budget: int,
+          uniform_max: int, train_eval: TrainEval, seed: int = 0, progress=None) -> Curve:
+    """One strategy's curve from the first slices (already trained on: ``first_dice``, ``first_pred``).
+
+    The strategies do not depend on each other, so their chains can run side by side.
+    """
+    rng = np.random.default_rng([seed, STRATEGIES.index(strategy)])
+    curve = Curve(strategy, [(len(first), first_dice)], [list(first)])
+    annotated, pred = list(first), first_pred
+    top = uniform_max if strategy == "uniform" else budget
+    for n in range(len(first) + 1, top + 1):
+        if strategy == "uniform":
+            annotated = evenly_spaced(extent, n)
+        else:
+            curve.picks.append(next_slice(strategy, annotated, extent, pred, rng))
+            annotated = sorted(annotated + [curve.picks[-1]])
+        dice, pred = train_eval(annotated)
+        curve.points.append((n, dice))
+        curve.chosen.append(list(annotated))
+        if progress:
+            progress()
+    return curve
 
 
 def trainings_needed(start: int, budget: int, uniform_max: int, strategies=STRATEGIES) -> int:

@@ -102,7 +102,8 @@ def render(args, cfg, full, ds, res, sp, total) -> str:
         f"- labelled extent along the axis: slices {res.extent[0]}..{res.extent[1]} of the crop; annotated slices per k: "
         + "; ".join(f"k={k}: {v}" for k, v in res.annotated.items()),
         f"- every training: {cfg.steps} steps, default TrainConfig (batch 4 labelled + 4 unlabelled, patch 96, width 16); "
-        f"seeds {cfg.seeds}; scored on the unannotated slices inside the labelled extent; ± is the standard deviation over seeds",
+        f"seeds {cfg.seeds}; scored on the unannotated slices inside the labelled extent; ± is the standard deviation over seeds; "
+        f"{res.workers} training(s) at a time, {res.threads or 'default'} torch thread(s) each",
         f"- {', '.join(ds.class_names[1:])}",
         "",
         "### Mean Dice on unannotated slices (higher is better)",
@@ -121,7 +122,7 @@ def render(args, cfg, full, ds, res, sp, total) -> str:
     if res.curves:
         lines += [
             f"### Which slice to annotate next ({cfg.guidance_method}, seed {cfg.seeds[0]}, {cfg.guidance_mc_passes} MC passes "
-            f"behind each suggestion; {res.guidance_seconds / 60:.1f} min)",
+            f"behind each suggestion; {res.guidance_seconds / 60:.1f} min of training and prediction)",
             "",
             "| slices | " + " | ".join(res.curves) + " |",
             "|---" * (len(res.curves) + 1) + "|",
@@ -151,14 +152,16 @@ def speed_section(cfg: BenchConfig, sp: dict) -> list[str]:
         "",
         f"- steps/s: {cfg.speed_steps} steps timed after {speed.WARMUP_STEPS} warm-up steps, k={cfg.overlay_k}, the crop above",
         f"- first useful overlay ({ov.method}, k={ov.k}, mean Dice >= {ov.target} on unannotated slices; training time only, "
-        f"checked every {cfg.overlay_check_every} steps): "
+        f"checked every {cfg.overlay_check_every} steps on one unannotated slice in {cfg.overlay_slice_stride}): "
         + (f"**{ov.seconds:.0f} s** at step {ov.steps}" if ov.seconds is not None else f"**not reached** within {ov.limit_s:.0f} s")
         + f" (step: Dice @ time: {checks})",
     ]
     inf = sp["inference"]
     lines.append(
-        f"- inference, {inf.mc_passes} MC-dropout passes, {'x'.join(map(str, inf.shape))} volume: **{inf.seconds:.1f} s**"
+        f"- inference, {inf.mc_passes} MC-dropout passes over the last block (the default), {'x'.join(map(str, inf.shape))} "
+        f"volume: **{inf.seconds:.1f} s**"
         + ("" if inf.slices_timed == inf.slices_total else f" ({inf.slices_timed} of {inf.slices_total} slices timed, scaled)")
+        + f"; over every block (`--mc-scope all`): {inf.seconds_all_blocks:.1f} s ({inf.slices_all_blocks} slices timed, scaled)"
     )
     mem = sp["memory"]
     if "peak_rss_mb" in mem:
@@ -181,7 +184,7 @@ def speed_section(cfg: BenchConfig, sp: dict) -> list[str]:
             f"| training | {t['p50_ms']:.1f} | {t['p99_ms']:.1f} | {t['max_ms']:.1f} |",
             "",
             f"- steps/s in the viewer {lat['viewer_steps_per_second']:.2f} vs headless {lat['headless_steps_per_second']:.2f} "
-            f"({100 * lat['viewer_steps_per_second'] / lat['headless_steps_per_second']:.0f}%)",
+            f"({100 * lat['viewer_steps_per_second'] / lat['headless_steps_per_second']:.1f}%)",
         ]
     else:
         lines.append(f"- viewer latency: not measured ({lat.get('error')})")

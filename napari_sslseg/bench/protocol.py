@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -124,6 +124,9 @@ def train(ds: Dataset, annotated: list[int], axis: int, method: str, steps: int,
     return trainer
 
 
-def predict(trainer: Trainer, mc_passes: int = 0):
-    """The trained model's prediction of its (only) volume."""
-    return predict_volume(trainer.segmentation_model(), trainer.pool.volumes[0], mc_passes=mc_passes)
+def predict(trainer: Trainer, mc_passes: int = 0, slices: list[int] | None = None):
+    """The trained model's prediction of its (only) volume: labels and uncertainty only (the
+    teacher-student and discriminator maps would cost a network pass each and are not scored)."""
+    full = trainer.segmentation_model()
+    model = replace(full, student=full.predictor, teacher=None, discriminator=None)
+    return predict_volume(model, trainer.pool.volumes[0], mc_passes=mc_passes, slices=slices)

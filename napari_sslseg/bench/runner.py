@@ -1,15 +1,26 @@
-"""The accuracy part: the method x k table over seeds, the ceiling, and the guidance curves."""
+"""The accuracy part: the method x k table over seeds, the ceiling, and the guidance curves.
+
+Every training is a job. With ``workers`` > 1 the jobs run in that many processes side by
+side, each with its share of the CPU threads: on 2 cores two one-thread trainings do 1.3x
+the work of one two-thread training, and nothing in a score depends on the clock.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
+import torch
 
 from .config import BenchConfig
 from .datasets import Dataset
-from .guidance import Curve, simulate, trainings_needed
+from .guidance import STRATEGIES, Curve, chain, trainings_needed
 from .protocol import Scores, evaluation_slices, evenly_spaced, labelled_extent, predict, score, train
 
 CEILING = "full supervision"
@@ -33,7 +44,9 @@ class AccuracyResults:
     annotated: dict[int, list[int]]  # k -> the annotated slices
     runs: list[RunResult] = field(default_factory=list)
     curves: dict[str, Curve] = field(default_factory=dict)
-    guidance_seconds: float = 0.0
+    guidance_seconds: float = 0.0  # training + prediction time of the guidance jobs, summed
+    workers: int = 1  # trainings that ran at once
+    threads: int = 0  # torch threads of each
 
 
 def trainings_planned(cfg: BenchConfig) -> int:
@@ -43,45 +56,134 @@ def trainings_planned(cfg: BenchConfig) -> int:
     return n
 
 
-def run_accuracy(ds: Dataset, cfg: BenchConfig, axis: int = 0, tick=lambda: None) -> AccuracyResults:
-    """Train every method at every k and seed; ``tick()`` after each training."""
+def worker_threads(cfg: BenchConfig) -> int:
+    """Torch threads of each job: as asked, else the cores shared out among the workers."""
+    if cfg.threads > 0:
+        return cfg.threads
+    return max(1, (os.cpu_count() or 1) // max(1, cfg.workers))
+
+
+# ----- the jobs; they run in a worker process (or in this one), on the data set by _setup -----
+_JOB: dict = {}
+
+
+def _setup(ds: Dataset, cfg: BenchConfig, axis: int, extent: tuple[int, int], threads: int) -> None:
+    if threads > 0:
+        torch.set_num_threads(threads)
+    _JOB.update(ds=ds, cfg=cfg, axis=axis, extent=extent, threads=threads)
+
+
+def _score(trainer, annotated: list[int], hausdorff: bool = True, mc_passes: int = 0):
+    ds, axis, extent = _JOB["ds"], _JOB["axis"], _JOB["extent"]
+    pred = predict(trainer, mc_passes=mc_passes)
+    s = score(pred.labels, ds.labels, ds.class_names, ds.spacing, axis, evaluation_slices(extent, annotated), hausdorff)
+    return s, pred
+
+
+def _train(annotated: list[int], method: str, seed: int):
+    cfg = _JOB["cfg"]
+    return train(_JOB["ds"], annotated, _JOB["axis"], method, cfg.steps, seed, _JOB["threads"])
+
+
+def _grid_job(method: str, k: int, seed: int) -> list[RunResult]:
+    annotated = evenly_spaced(_JOB["extent"], k)
+    t0 = time.perf_counter()
+    trainer = _train(annotated, method, seed)
+    seconds = time.perf_counter() - t0
+    return [RunResult(method, k, seed, _score(trainer, annotated)[0], seconds)]
+
+
+def _ceiling_job(ks: list[int], seed: int) -> list[RunResult]:
+    """Supervised on every slice: one model, scored on each column's unannotated slices."""
+    t0 = time.perf_counter()
+    trainer = _train(list(range(_JOB["ds"].labels.shape[_JOB["axis"]])), "supervised", seed)
+    seconds = time.perf_counter() - t0
+    return [RunResult(CEILING, k, seed, _score(trainer, evenly_spaced(_JOB["extent"], k))[0], seconds) for k in ks]
+
+
+def _guidance_train_eval(annotated: list[int]):
+    """Mean Dice of a model trained on ``annotated`` and its suggestions (all a chain needs)."""
+    cfg = _JOB["cfg"]
+    trainer = _train(annotated, cfg.guidance_method, cfg.seeds[0])
+    s, pred = _score(trainer, annotated, hausdorff=False, mc_passes=cfg.guidance_mc_passes)
+    return s.mean_dice, SimpleNamespace(suggestions=pred.suggestions, slice_scores=pred.slice_scores)
+
+
+def _guidance_first_job():
+    t0 = time.perf_counter()
+    first = evenly_spaced(_JOB["extent"], _JOB["cfg"].guidance_start)
+    dice, pred = _guidance_train_eval(first)
+    return first, dice, pred, time.perf_counter() - t0
+
+
+def _guidance_chain_job(strategy: str, first: list[int], dice: float, pred):
+    cfg, t0 = _JOB["cfg"], time.perf_counter()
+    curve = chain(strategy, _JOB["extent"], first, dice, pred, cfg.guidance_budget, cfg.guidance_max,
+                  _guidance_train_eval, cfg.seeds[0])
+    return curve, time.perf_counter() - t0
+
+
+class _InProcess:
+    """The executor of one worker: each job runs at once, here."""
+
+    def submit(self, fn, *args) -> Future:
+        f = Future()
+        f.set_result(fn(*args))
+        return f
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def run_accuracy(ds: Dataset, cfg: BenchConfig, axis: int = 0, tick=lambda n=1: None) -> AccuracyResults:
+    """Train every method at every k and seed, the ceiling and the guidance chains; ``tick(n)`` after
+    each job, ``n`` its trainings."""
     extent = labelled_extent(ds.labels, axis)
-    res = AccuracyResults(axis, extent, {k: evenly_spaced(extent, k) for k in cfg.ks})
-
-    def scored(trainer, k, seed, method, seconds):
-        pred = predict(trainer)
-        s = score(pred.labels, ds.labels, ds.class_names, ds.spacing, axis, evaluation_slices(extent, res.annotated[k]))
-        res.runs.append(RunResult(method, k, seed, s, seconds))
-
+    threads = worker_threads(cfg) if cfg.workers > 1 else cfg.threads
+    res = AccuracyResults(axis, extent, {k: evenly_spaced(extent, k) for k in cfg.ks},
+                          workers=max(1, cfg.workers), threads=threads)
+    todo: deque = deque()
+    if cfg.guidance:  # first, so that its chains (the longest jobs) start early
+        todo.append(("first", _guidance_first_job, ()))
     for seed in cfg.seeds:
-        for method in cfg.methods:
-            for k in cfg.ks:
-                t0 = time.perf_counter()
-                trainer = train(ds, res.annotated[k], axis, method, cfg.steps, seed, cfg.threads)
-                scored(trainer, k, seed, method, time.perf_counter() - t0)
-                tick()
+        todo.extend(("run", _grid_job, (m, k, seed)) for m in cfg.methods for k in cfg.ks)
         if cfg.ceiling:
-            t0 = time.perf_counter()
-            trainer = train(ds, list(range(ds.labels.shape[axis])), axis, "supervised", cfg.steps, seed, cfg.threads)
-            seconds = time.perf_counter() - t0
-            for k in cfg.ks:  # one model, scored on each column's slices
-                scored(trainer, k, seed, CEILING, seconds)
-            tick()
+            todo.append(("run", _ceiling_job, (list(cfg.ks), seed)))
 
-    if cfg.guidance:
-        t0 = time.perf_counter()
-        seed = cfg.seeds[0]
-
-        def train_eval(annotated):
-            trainer = train(ds, annotated, axis, cfg.guidance_method, cfg.steps, seed, cfg.threads)
-            pred = predict(trainer, mc_passes=cfg.guidance_mc_passes)
-            s = score(pred.labels, ds.labels, ds.class_names, ds.spacing, axis, evaluation_slices(extent, annotated),
-                      hausdorff=False)
-            return s.mean_dice, pred
-
-        res.curves = simulate(extent, cfg.guidance_start, cfg.guidance_budget, cfg.guidance_max, train_eval, seed,
-                              progress=tick)
-        res.guidance_seconds = time.perf_counter() - t0
+    if cfg.workers > 1:
+        executor = ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_setup, initargs=(ds, cfg, axis, extent, threads))
+    else:
+        _setup(ds, cfg, axis, extent, threads)
+        executor = _InProcess()
+    running: dict = {}
+    with executor:
+        while todo or running:
+            while todo and len(running) < max(1, cfg.workers):
+                kind, fn, args = todo.popleft()
+                running[executor.submit(fn, *args)] = kind
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for f in done:
+                kind, out = running.pop(f), f.result()
+                if kind == "run":
+                    res.runs.extend(out)
+                    tick(1)
+                elif kind == "first":
+                    first, dice, pred, seconds = out
+                    res.guidance_seconds += seconds
+                    todo.extendleft(("chain", _guidance_chain_job, (s, first, dice, pred)) for s in STRATEGIES)
+                    tick(1)
+                else:
+                    curve, seconds = out
+                    res.curves[curve.strategy] = curve
+                    res.guidance_seconds += seconds
+                    tick(len(curve.points) - 1)
+    order = {m: i for i, m in enumerate(list(cfg.methods) + [CEILING])}
+    res.runs.sort(key=lambda r: (r.seed, order[r.method], r.k))
+    res.curves = {s: res.curves[s] for s in STRATEGIES if s in res.curves}
     return res
 
 

@@ -14,7 +14,7 @@ from ..methods import METHODS
 from ..training import Trainer
 from .config import BenchConfig
 from .datasets import Dataset
-from .protocol import evaluation_slices, evenly_spaced, labelled_extent, score, training_volume
+from .protocol import evaluation_slices, evenly_spaced, labelled_extent, predict, score, training_volume
 
 #: Steps left out of every timing: the first ones pay for allocations and MONAI set-up.
 WARMUP_STEPS = 3
@@ -45,6 +45,8 @@ class InferenceTime:
     seconds: float  # for the whole volume (extrapolated when ``slices_timed`` < all)
     slices_timed: int
     slices_total: int
+    seconds_all_blocks: float = float("nan")  # the same with MC passes over every block (scaled from a subset)
+    slices_all_blocks: int = 0
 
 
 def step_description(method: str, cfg: TrainConfig) -> str:
@@ -80,7 +82,7 @@ def first_overlay(ds: Dataset, cfg: BenchConfig, axis: int) -> tuple[Overlay, Tr
     clock at each check; the first check with mean Dice >= target gives the time."""
     extent = labelled_extent(ds.labels, axis)
     annotated = evenly_spaced(extent, cfg.overlay_k)
-    scored = evaluation_slices(extent, annotated)
+    scored = evaluation_slices(extent, annotated)[:: cfg.overlay_slice_stride]
     tc = TrainConfig(threads=cfg.threads, eval_every=0, preview_every=0)
     trainer = Trainer([training_volume(ds, annotated, axis)], method=cfg.overlay_method, config=tc,
                       class_names=ds.class_names)
@@ -90,7 +92,7 @@ def first_overlay(ds: Dataset, cfg: BenchConfig, axis: int) -> tuple[Overlay, Tr
         if type(event).__name__ != "StepEvent" or event.step % cfg.overlay_check_every:
             continue
         clock += time.perf_counter() - started
-        pred = predict_volume(trainer.segmentation_model(), trainer.pool.volumes[0], mc_passes=0)
+        pred = predict(trainer, slices=scored)
         dice = score(pred.labels, ds.labels, ds.class_names, ds.spacing, axis, scored, hausdorff=False).mean_dice
         result.checks.append((event.step, clock, dice))
         if dice >= cfg.overlay_dice:
@@ -115,4 +117,8 @@ def inference_time(trainer: Trainer, image: np.ndarray, spacing, axis: int, cfg:
     predict_volume(model, volume, mc_passes=cfg.inference_mc_passes, slices=subset)
     seconds = time.perf_counter() - t0
     timed = n if subset is None else len(subset)
-    return InferenceTime(tuple(image.shape), cfg.inference_mc_passes, seconds * n / timed, timed, n)
+    few = np.linspace(0, n - 1, min(n, 16)).round().astype(int).tolist()
+    t0 = time.perf_counter()
+    predict_volume(model, volume, mc_passes=cfg.inference_mc_passes, slices=few, mc_scope="all")
+    every = (time.perf_counter() - t0) * n / len(few)
+    return InferenceTime(tuple(image.shape), cfg.inference_mc_passes, seconds * n / timed, timed, n, every, len(few))

@@ -47,7 +47,7 @@ def check(res: AccuracyResults | None, speed: dict, guidance_max: int, budget: i
         rows.append(_row("event loop p99 <= 30 ms while training", f"{tr['p99_ms']:.1f} ms", tr["p99_ms"] <= 30))
         rows.append(_row("event loop max <= 50 ms while training", f"{tr['max_ms']:.1f} ms", tr["max_ms"] <= 50))
         ratio = lat["viewer_steps_per_second"] / lat["headless_steps_per_second"]
-        rows.append(_row("in-viewer steps/s >= 90% of headless", f"{100 * ratio:.0f}%", ratio >= 0.9))
+        rows.append(_row("in-viewer steps/s >= 90% of headless", f"{100 * ratio:.1f}%", ratio >= 0.9))
     else:
         rows.append(_row("event-loop latency and in-viewer speed", "-", None, lat.get("error", "")))
     ov = speed.get("overlay")
