@@ -24,7 +24,7 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 = torch's default
     eval_every: int = 100  # steps between Dice on the annotated slices
     preview_every: int = 0  # steps between previews of predictions; 0 = none
-    preview_mc_passes: int = 0  # MC-dropout passes in previews (uncertainty), 0 = entropy only
+    preview_mc_passes: int = 8  # MC-dropout passes (last block: cheap) behind the previews' uncertainty and suggestions; 0 = entropy
 
     def to_dict(self) -> dict:
         return asdict(self)

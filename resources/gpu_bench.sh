@@ -24,6 +24,7 @@ print(f"\nfirst useful overlay ({overlay.method}, k={overlay.k}): "
       + (f"{overlay.seconds:.1f} s at step {overlay.steps}" if overlay.seconds is not None else "not reached in 60 s"))
 speed.inference_time(trainer, full.image, full.spacing, 0, cfg)  # warm-up (cuDNN autotuning, allocations)
 inf = speed.inference_time(trainer, full.image, full.spacing, 0, cfg)
-print(f"inference, {inf.mc_passes} MC passes, {'x'.join(map(str, inf.shape))}: {inf.seconds:.2f} s")
+print(f"inference, {inf.mc_passes} MC passes, {'x'.join(map(str, inf.shape))}: {inf.seconds:.2f} s over the last block, "
+      f"{inf.seconds_all_blocks:.2f} s over every block ({inf.slices_all_blocks} slices timed, scaled)")
 print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
 PY

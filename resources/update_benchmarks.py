@@ -1,0 +1,37 @@
+"""Rewrite the "## Results" part of BENCHMARKS.md from the runs' own results.md files.
+
+Usage: python resources/update_benchmarks.py   (from the repository root)
+
+Each run folder under benchmarks/ is included unchanged but for heading levels (one deeper)
+and image paths (relative to the repository root), in the order of RUNS.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ["colin27", "colin27-600steps", "colin27-quick", "mni152", "mni152-quick"]
+INTRO = """## Results
+
+Each section below is the `results.md` that the command wrote, unchanged but for heading levels
+and image paths.
+"""
+
+
+def section(run: str) -> str:
+    text = (ROOT / "benchmarks" / run / "results.md").read_text()
+    text = re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", text, flags=re.M)
+    return text.replace("](curves.png)", f"](benchmarks/{run}/curves.png)").rstrip() + "\n"
+
+
+def main() -> None:
+    path = ROOT / "BENCHMARKS.md"
+    head = path.read_text().split("\n## Results\n")[0].rstrip()
+    parts = [section(r) for r in RUNS if (ROOT / "benchmarks" / r / "results.md").exists()]
+    path.write_text(head + "\n\n" + INTRO + "\n" + "\n".join(parts))
+
+
+if __name__ == "__main__":
+    main()
