@@ -160,3 +160,15 @@ def test_accuracy_jobs_in_process_and_in_workers(workers):
         assert [n for n, _ in curve.points] == [2, 3]
         assert len(curve.chosen[1]) == 3 and set(curve.chosen[1]) <= set(range(res.extent[0], res.extent[1] + 1))
     assert res.workers == workers
+
+
+@pytest.mark.parametrize("argv,steps", [
+    (["--dataset", "colin27"], 150), (["--dataset", "mni152"], 100), (["--dataset", "mni152", "--steps", "40"], 40),
+    (["--dataset", "mni152", "--quick"], 20), (["a.nii", "b.nii"], 150),
+])
+def test_steps_per_training_defaults(argv, steps):
+    from napari_sslseg.bench import config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert config_from_args(parser.parse_args(argv)).steps == steps

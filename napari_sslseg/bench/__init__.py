@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from .config import BenchConfig
-from .datasets import PRESETS
+from .datasets import PRESET_STEPS, PRESETS
 
 
 def _ints(text: str) -> list[int]:
@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", help=f"comma-separated (default {','.join(d.methods)})")
     parser.add_argument("--ks", help=f"annotated-slice counts (default {','.join(map(str, d.ks))})")
     parser.add_argument("--seeds", help=f"seeds (default {','.join(map(str, d.seeds))})")
-    parser.add_argument("--steps", type=int, help=f"steps per training (default {d.steps}, --quick 20)")
+    parser.add_argument("--steps", type=int, help=f"steps per training (default {d.steps}, mni152 "
+                        f"{PRESET_STEPS['mni152']}, --quick 20)")
     parser.add_argument("--axis", type=int, default=0, help="slice axis of the protocol (default 0, axial here)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads per training (0 = the cores shared out)")
     parser.add_argument("--workers", type=int, default=d.workers,
@@ -47,6 +48,8 @@ def config_from_args(args) -> BenchConfig:
         cfg.seeds = _ints(args.seeds)
     if args.steps:
         cfg.steps = args.steps
+    elif not args.quick and args.dataset in PRESET_STEPS:
+        cfg.steps = PRESET_STEPS[args.dataset]
     cfg.threads = args.threads
     cfg.workers = max(1, args.workers)
     cfg.guidance = cfg.guidance and not args.no_guidance

@@ -73,10 +73,13 @@ def _setup(ds: Dataset, cfg: BenchConfig, axis: int, extent: tuple[int, int], th
     _JOB.update(ds=ds, cfg=cfg, axis=axis, extent=extent, threads=threads)
 
 
-def _score(trainer, annotated: list[int], hausdorff: bool = True, mc_passes: int = 0):
+def _score(trainer, annotated: list[int], hausdorff: bool = True, mc_passes: int = 0, suggest: bool = False):
+    """Scores on the unannotated slices of the extent; ``suggest``: predict every slice, since the
+    suggestions rank them all."""
     ds, axis, extent = _JOB["ds"], _JOB["axis"], _JOB["extent"]
-    pred = predict(trainer, mc_passes=mc_passes)
-    s = score(pred.labels, ds.labels, ds.class_names, ds.spacing, axis, evaluation_slices(extent, annotated), hausdorff)
+    scored = evaluation_slices(extent, annotated)
+    pred = predict(trainer, mc_passes=mc_passes, slices=None if suggest else scored)
+    s = score(pred.labels, ds.labels, ds.class_names, ds.spacing, axis, scored, hausdorff)
     return s, pred
 
 
@@ -105,7 +108,7 @@ def _guidance_train_eval(annotated: list[int]):
     """Mean Dice of a model trained on ``annotated`` and its suggestions (all a chain needs)."""
     cfg = _JOB["cfg"]
     trainer = _train(annotated, cfg.guidance_method, cfg.seeds[0])
-    s, pred = _score(trainer, annotated, hausdorff=False, mc_passes=cfg.guidance_mc_passes)
+    s, pred = _score(trainer, annotated, hausdorff=False, mc_passes=cfg.guidance_mc_passes, suggest=True)
     return s.mean_dice, SimpleNamespace(suggestions=pred.suggestions, slice_scores=pred.slice_scores)
 
 
