@@ -175,7 +175,8 @@ def predict_volume(
             if "discriminator_confidence" in maps:
                 out["discriminator_confidence"] = torch.sigmoid(model.discriminator(p))[:, 0]
             if mc_passes > 0:
-                enable_dropout(net, sampler is None)
+                if sampler is None:
+                    enable_dropout(net, True)  # every block samples; the sampler needs no network pass
                 mean, exp_h = torch.zeros_like(p), torch.zeros_like(out["entropy"])
                 for _ in range(mc_passes):
                     pt = torch.softmax(crop(net(x) if sampler is None else sampler.sample()).float(), dim=1)

@@ -109,16 +109,16 @@ def inference_time(trainer: Trainer, image: np.ndarray, spacing, axis: int, cfg:
     timed and the time scaled to every slice (the cost per slice is constant)."""
     volume = Volume(image, spacing, axis=axis, name="inference")
     n = volume.num_slices
-    subset = None
-    if 0 < cfg.inference_slices < n:
-        subset = np.linspace(0, n - 1, cfg.inference_slices).round().astype(int).tolist()
     model = trainer.segmentation_model()
-    t0 = time.perf_counter()
-    predict_volume(model, volume, mc_passes=cfg.inference_mc_passes, slices=subset)
-    seconds = time.perf_counter() - t0
-    timed = n if subset is None else len(subset)
-    few = np.linspace(0, n - 1, min(n, 16)).round().astype(int).tolist()
-    t0 = time.perf_counter()
-    predict_volume(model, volume, mc_passes=cfg.inference_mc_passes, slices=few, mc_scope="all")
-    every = (time.perf_counter() - t0) * n / len(few)
-    return InferenceTime(tuple(image.shape), cfg.inference_mc_passes, seconds * n / timed, timed, n, every, len(few))
+
+    def whole_volume_seconds(count: int, scope: str) -> tuple[float, int]:
+        """Time ``count`` spread slices (all when 0 or >= n), scaled to the whole volume."""
+        subset = np.linspace(0, n - 1, count).round().astype(int).tolist() if 0 < count < n else None
+        t0 = time.perf_counter()
+        predict_volume(model, volume, mc_passes=cfg.inference_mc_passes, slices=subset, mc_scope=scope)
+        timed = n if subset is None else len(subset)
+        return (time.perf_counter() - t0) * n / timed, timed
+
+    seconds, timed = whole_volume_seconds(cfg.inference_slices, "last")
+    every, timed_every = whole_volume_seconds(16, "all")
+    return InferenceTime(tuple(image.shape), cfg.inference_mc_passes, seconds, timed, n, every, timed_every)
