@@ -52,7 +52,7 @@ class Prediction:
     uncertainty: np.ndarray  # float32, mutual information over MC passes (epistemic), else the entropy
     uncertainty_kind: str  # "mutual_information" or "entropy"
     axis: int  # slice axis
-    slice_scores: np.ndarray  # mean uncertainty of each slice along ``axis``
+    slice_scores: np.ndarray  # per slice along ``axis``: mean of uncertainty x foreground probability (NaN: not predicted)
     suggestions: list[int]  # unannotated slices to annotate next, most informative first
     probabilities: np.ndarray | None = None  # uint8 (C, z, y, x), probability x 255
     disagreement: np.ndarray | None = None  # float32 in [0, 1], teacher-student total variation
@@ -80,32 +80,48 @@ def pad16(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
     return (F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x), (h, w)
 
 
-def rank_slices(scores: np.ndarray, exclude: Sequence[int], count: int = 10, min_gap: int | None = None) -> list[int]:
-    """Greedy pick of high-score slices, each at least ``min_gap`` from those already picked.
+def rank_slices(scores: np.ndarray, exclude: Sequence[int], count: int = 10, reach: float | None = None) -> list[int]:
+    """The slices whose annotation would settle the most uncertainty, best first.
 
-    Annotated slices (``exclude``) are never suggested, and a suggestion is kept away
-    from them too, since their neighbours look alike.
+    Neighbouring slices look alike, so annotating slice ``s`` is taken to settle slice ``t``
+    by ``w = exp(-|s - t| / reach)``. A set of annotated slices settles ``sum_t U_t max_a w(a, t)``
+    of the uncertainty ``U`` (scores), and each pick is the slice that adds the most to it
+    (greedy facility location), counting the annotated slices (``exclude``) as picked already.
+    A suggestion thus lands where much uncertainty lies *and* no annotation is near; the most
+    uncertain slice alone is often an end of the structures, where they taper off and teach
+    little about the rest. Slices without a score (NaN: not predicted) are never suggested;
+    their uncertainty is interpolated from their neighbours.
+
+    Args:
+        scores: uncertainty per slice (mean over the slice), NaN where unknown.
+        exclude: annotated slices; never suggested.
+        count: at most this many suggestions.
+        reach: slices over which an annotation's help decays by e; default 1/16 of the slices.
     """
-    n = len(scores)
-    if min_gap is None:
-        min_gap = max(2, n // 32)
-    taken = np.zeros(n, dtype=bool)
-    blocked = np.zeros(n, dtype=bool)
+    u = np.asarray(scores, dtype=np.float64)
+    n = len(u)
+    known = np.isfinite(u)
+    if n == 0 or not known.any():
+        return []
+    reach = max(1.0, n / 16) if reach is None else float(reach)
+    pos = np.arange(n)
+    u = np.clip(np.interp(pos, pos[known], u[known]), 0, None)
+    u += 1e-3 * u.mean() + 1e-12  # all certain: still spread the picks out
+    w = np.exp(-np.abs(pos[:, None] - pos[None, :]) / reach)  # w[s, t]
+    settled = np.zeros(n)
+    candidate = known.copy()
     for s in exclude:
-        blocked[max(0, s - min_gap + 1) : s + min_gap] = True
-        taken[s] = True
-    order = np.argsort(-np.asarray(scores), kind="stable")
+        if 0 <= int(s) < n:
+            settled = np.maximum(settled, w[int(s)])
+            candidate[int(s)] = False
     picked: list[int] = []
-    for s in order:
-        if len(picked) >= count:
-            break
-        if blocked[s] or not np.isfinite(scores[s]):
-            continue
-        picked.append(int(s))
-        blocked[max(0, s - min_gap + 1) : s + min_gap] = True
-    if len(picked) < count:  # few slices left: fill with the best remaining, gaps or not
-        rest = [int(s) for s in order if not taken[s] and np.isfinite(scores[s]) and int(s) not in picked]
-        picked += rest[: count - len(picked)]
+    while len(picked) < count and candidate.any():
+        gain = np.clip(w - settled, 0, None) @ u
+        gain[~candidate] = -np.inf
+        s = int(np.argmax(gain))
+        picked.append(s)
+        candidate[s] = False
+        settled = np.maximum(settled, w[s])
     return picked
 
 
@@ -154,6 +170,7 @@ def predict_volume(
     if model.discriminator is not None:
         maps["discriminator_confidence"] = np.zeros(shape, np.float32)
     probs_out = np.zeros((C, *shape), np.uint8) if keep_probabilities else None
+    scores = np.full(volume.num_slices, np.nan)
     view = lambda a: np.moveaxis(a, axis, 0)  # noqa: E731
     view_p = lambda a: np.moveaxis(a, axis + 1, 1)  # noqa: E731
     wanted = list(range(volume.num_slices)) if slices is None else sorted(set(int(s) for s in slices))
@@ -186,6 +203,10 @@ def predict_volume(
                 out["uncertainty"] = (_entropy(mean) - exp_h).clamp(min=0)
             else:
                 out["uncertainty"] = out["entropy"]
+            # what a slice is worth annotating: uncertainty where the model sees structures (not
+            # background far from them, which every slice has), per pixel of the slice
+            foreground = 1 - (mean if mc_passes > 0 else p)[:, 0]
+            scores[idx] = (out["uncertainty"] * foreground).mean(dim=(-2, -1)).cpu().numpy()
             # back to the volume's own in-plane grid
             p = torch.stack([back(pi) for pi in p])
             p = p / p.sum(dim=1, keepdim=True)
@@ -200,9 +221,6 @@ def predict_volume(
     finally:
         for m, was in modes.items():
             m.train(was)
-    scores = view(maps["uncertainty"]).reshape(volume.num_slices, -1).mean(axis=1)
-    if slices is not None:
-        scores = np.where(np.isin(np.arange(volume.num_slices), wanted), scores, np.nan)
     return Prediction(
         labels=labels,
         confidence=maps["confidence"],

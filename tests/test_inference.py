@@ -39,6 +39,9 @@ def test_outputs_shapes_and_ranges(tiny_volume, method):
         assert p.discriminator_confidence is not None
         assert 0 <= p.discriminator_confidence.min() and p.discriminator_confidence.max() <= 1
     assert len(p.slice_scores) == tiny_volume.num_slices
+    # a slice's score is its uncertainty weighted by foreground probability: never above its mean uncertainty
+    mean_u = np.moveaxis(p.uncertainty, p.axis, 0).reshape(tiny_volume.num_slices, -1).mean(1)
+    assert np.all(p.slice_scores >= 0) and np.all(p.slice_scores <= mean_u * 1.05 + 1e-6)
 
 
 def test_suggestions_exclude_annotated_and_spread(tiny_volume):
@@ -47,12 +50,26 @@ def test_suggestions_exclude_annotated_and_spread(tiny_volume):
     assert p.suggestions and not set(p.suggestions) & set(tiny_volume.annotated)
 
 
-def test_rank_slices_keeps_distance():
-    scores = np.array([0, 9, 8.9, 8.8, 1, 7, 0, 0, 0, 5], float)
-    picked = rank_slices(scores, exclude=[7], count=3, min_gap=2)
-    assert picked == [1, 3, 5]  # 2 is next to 1; 6..8 are next to the annotated 7
-    assert rank_slices(scores, exclude=[7], count=20, min_gap=2)[:4] == [1, 3, 5, 9]
-    assert 7 not in rank_slices(scores, exclude=[7], count=20, min_gap=2)
+def test_rank_slices_prefers_uncertainty_far_from_annotations():
+    # the most uncertain slice (11) sits beside an annotated one (10); a lower peak (30) lies far from both
+    scores = np.full(41, 0.1)
+    scores[11], scores[30] = 1.0, 0.8
+    picked = rank_slices(scores, exclude=[0, 10], count=3, reach=2)
+    assert picked[0] == 30
+    assert 11 in picked  # still worth a look, after the far peak
+    assert not {0, 10} & set(picked)
+
+
+def test_rank_slices_spreads_picks_and_skips_unknown():
+    scores = np.ones(64)
+    scores[40:44] = np.nan  # not predicted: never suggested, their uncertainty is guessed
+    picked = rank_slices(scores, exclude=[0], count=5, reach=4)
+    assert len(picked) == len(set(picked)) == 5
+    assert not set(picked) & {0, 40, 41, 42, 43}
+    gaps = np.diff(sorted([0] + picked))
+    assert gaps.min() >= 6  # no two suggestions (or a suggestion and the annotation) side by side
+    assert rank_slices(scores, exclude=range(64), count=5) == []
+    assert len(rank_slices(scores, exclude=[], count=100)) == 60  # every known slice, once
 
 
 def test_other_axis_maps_back_to_volume_grid(tiny_volume):

@@ -400,7 +400,7 @@ class TrainingPanel(QWidget):
     def _fill_suggestions(self, prediction) -> None:
         self.suggestions.clear()
         for s in prediction.suggestions:
-            item = QListWidgetItem(f"slice {s}   uncertainty {prediction.slice_scores[s]:.3f}")
+            item = QListWidgetItem(f"slice {s}   uncertain foreground {prediction.slice_scores[s]:.4f}")
             item.setData(Qt.UserRole, int(s))
             self.suggestions.addItem(item)
 

@@ -1,0 +1,43 @@
+"""One "suggested" chain of the benchmark's annotation-guidance part, on its own.
+
+Same protocol as `napari-sslseg bench` (colin27 crop, supervised, 150 steps per round, 8 MC
+passes behind each suggestion, from 2 evenly spaced slices to 6), run in this process with 2
+threads. Used to compare slice rankings before and after a change: run it on each version
+of the code (e.g. `PYTHONPATH=<old checkout> python resources/guidance_chain.py 0`).
+
+usage: python resources/guidance_chain.py SEED [DATA_DIR]
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from napari_sslseg.bench import runner
+from napari_sslseg.bench.config import BenchConfig
+from napari_sslseg.bench.datasets import crop_to_labels, load_preset
+from napari_sslseg.bench.guidance import chain
+from napari_sslseg.bench.protocol import evenly_spaced, labelled_extent
+
+
+def main() -> None:
+    seed = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    root = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).resolve().parents[2] / "shared" / "data"
+    cfg = BenchConfig(seeds=[seed])
+    ds = crop_to_labels(load_preset("colin27", root), cfg.margin)
+    extent = labelled_extent(ds.labels, 0)
+    torch.set_num_threads(2)
+    runner._setup(ds, cfg, 0, extent, 2)
+    t0 = time.time()
+    first = evenly_spaced(extent, cfg.guidance_start)
+    dice, pred = runner._guidance_train_eval(first)
+    curve = chain("suggested", extent, first, dice, pred, cfg.guidance_budget, cfg.guidance_max,
+                  runner._guidance_train_eval, seed)
+    print(json.dumps({"seed": seed, "start": first, "picks": curve.picks,
+                      "dice": [round(d, 3) for _, d in curve.points], "minutes": round((time.time() - t0) / 60, 1)}))
+
+
+if __name__ == "__main__":
+    main()
