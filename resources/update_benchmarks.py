@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ["colin27", "colin27-600steps", "colin27-quick", "mni152", "mni152-quick"]
+RUNS = ["colin27", "colin27-150steps", "colin27-600steps", "colin27-quick", "mni152", "mni152-quick"]
 INTRO = """## Results
 
 Each section below is the `results.md` that the command wrote, unchanged but for heading levels

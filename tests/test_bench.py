@@ -163,8 +163,8 @@ def test_accuracy_jobs_in_process_and_in_workers(workers):
 
 
 @pytest.mark.parametrize("argv,steps", [
-    (["--dataset", "colin27"], 150), (["--dataset", "mni152"], 100), (["--dataset", "mni152", "--steps", "40"], 40),
-    (["--dataset", "mni152", "--quick"], 20), (["a.nii", "b.nii"], 150),
+    (["--dataset", "colin27"], 120), (["--dataset", "mni152"], 100), (["--dataset", "mni152", "--steps", "40"], 40),
+    (["--dataset", "mni152", "--quick"], 20), (["a.nii", "b.nii"], 120),
 ])
 def test_steps_per_training_defaults(argv, steps):
     from napari_sslseg.bench import config_from_args
