@@ -40,6 +40,7 @@ def main() -> None:
     if panel.suggestions.count():
         panel.suggestions.setCurrentRow(0)
         panel.go_to_slice(panel.suggestions.item(0).data(0x0100))
+    viewer.layers["uncertainty"].visible = True  # what the u key toggles: show it in the picture
     viewer.layers.selection.active = viewer.layers["pseudo-labels"]
     viewer.reset_view()
     for _ in range(20):

@@ -167,7 +167,7 @@ class TrainingPanel(QWidget):
         layout.addWidget(_group("Method", self.method, self.method_summary, self.method_options))
         layout.addWidget(_group("Training", self.main_settings, self.advanced_toggle, self.advanced, buttons, self.status, self.plot))
         layout.addWidget(
-            _group("Results", self.threshold, self.toggle_button, Label(value="Suggested slices (most uncertain first)"),
+            _group("Results", self.threshold, self.toggle_button, Label(value="Suggested slices (best first)"),
                    self.suggestions, self.next_button, self.around, review, self.background_button)
         )
         layout.addWidget(_group("Model", model_buttons, self.predict_on, self.predict_button))
