@@ -93,7 +93,8 @@ def rank_slices(scores: np.ndarray, exclude: Sequence[int], count: int = 10, rea
     their uncertainty is interpolated from their neighbours.
 
     Args:
-        scores: uncertainty per slice (mean over the slice), NaN where unknown.
+        scores: uncertainty per slice (``predict_volume``: its mean over the slice weighted by
+            foreground probability), NaN where unknown.
         exclude: annotated slices; never suggested.
         count: at most this many suggestions.
         reach: slices over which an annotation's help decays by e; default 1/16 of the slices.
