@@ -202,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mc-passes", type=int, default=8, help="MC-dropout passes for the uncertainty (default: 8)")
     r.add_argument("--mc-scope", choices=("last", "all"), default="last",
                    help="which dropout the passes sample: the last block's (one forward pass in all; default) "
-                        "or every block's (one forward pass each)")
+                        "or every dropout layer's (one forward pass each; every block's in a model trained with "
+                        "dropout_scope=all)")
     r.add_argument("--batch", type=int, default=8, help="slices per forward pass (default: 8)")
     r.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis (default: the model's)")
     r.add_argument("--device", default="auto")

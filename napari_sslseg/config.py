@@ -16,7 +16,8 @@ class TrainConfig:
     lr: float = 5e-3  # AdamW learning rate, decays polynomially (power 0.9) to 0; best of 2e-3..1e-2 on the Colin27 crop
     weight_decay: float = 1e-4  # AdamW weight decay
     width: int = 16  # U-Net features at the first level
-    dropout: float = 0.1  # dropout in each U-Net block, also what MC-dropout samples
+    dropout: float = 0.1  # channel dropout rate, also what MC-dropout samples
+    dropout_scope: str = "last"  # "last": dropout before the classifier only (learns faster); "all": after every convolution
     augment: bool = True  # flips, small rotations and scaling, intensity jitter, noise (MONAI)
     seed: int = 0  # seeds torch, numpy and the transforms; CPU runs repeat exactly
     device: str = "auto"  # "auto" = CUDA, else MPS, else CPU; or a torch device string

@@ -151,7 +151,8 @@ def predict_volume(
         suggestions: how many slices to suggest.
         mc_scope: "last" samples the dropout of the last block only (one forward pass in all, see
             :class:`~napari_sslseg.networks.LastBlockSampler`); "all" reruns the whole network per
-            pass, sampling every block's dropout (``mc_passes`` + 1 forward passes).
+            pass, sampling every dropout layer the network has (``mc_passes`` + 1 forward passes;
+            every block's in a network built with ``dropout_scope="all"``).
     """
     if mc_scope not in ("last", "all"):
         raise ValueError(f"mc_scope must be 'last' or 'all', not {mc_scope!r}")

@@ -8,15 +8,27 @@ from monai.networks.nets import BasicUNet, PatchDiscriminator
 from torch import nn
 
 
-def build_unet(num_classes: int, width: int = 16, dropout: float = 0.1, in_channels: int = 1) -> nn.Module:
+DROPOUT_SCOPES = ("last", "all")
+
+
+def build_unet(
+    num_classes: int, width: int = 16, dropout: float = 0.1, in_channels: int = 1, dropout_scope: str = "last"
+) -> nn.Module:
     """MONAI's BasicUNet in 2D.
 
     Args:
         num_classes: output channels, background included.
         width: features of the first level; the levels have (1, 1, 2, 4, 8) times it.
-        dropout: dropout in every convolution block; it is what MC-dropout uncertainty samples.
+        dropout: channel dropout rate; it is what MC-dropout uncertainty samples.
         in_channels: image channels.
+        dropout_scope: "last" = dropout only before the classifier (the last decoder block's
+            last convolution), "all" = after every convolution. Dropout everywhere slows
+            learning: on the Colin27 crop (120 steps, 2 and 4 annotated slices, 2 seeds) a
+            supervised model reached mean Dice 0.27 / 0.29 with it and 0.40 / 0.45 with the
+            last block's only.
     """
+    if dropout_scope not in DROPOUT_SCOPES:
+        raise ValueError(f"dropout_scope must be one of {DROPOUT_SCOPES}, not {dropout_scope!r}")
     w = int(width)
     net = BasicUNet(
         spatial_dims=2,
@@ -26,7 +38,19 @@ def build_unet(num_classes: int, width: int = 16, dropout: float = 0.1, in_chann
         dropout=dropout,
     )
     _channel_dropout(net)
+    if dropout_scope == "last":
+        last = net.upcat_1.convs.conv_1.adn.D
+        _drop_dropout(net, keep=last)
     return net
+
+
+def _drop_dropout(net: nn.Module, keep: nn.Module) -> None:
+    """Replace every dropout layer but ``keep`` by an identity, in place."""
+    for name, child in net.named_children():
+        if isinstance(child, nn.Dropout2d) and child is not keep:
+            setattr(net, name, nn.Identity())
+        else:
+            _drop_dropout(child, keep)
 
 
 def _channel_dropout(net: nn.Module) -> None:

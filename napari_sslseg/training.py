@@ -56,7 +56,7 @@ from .events import (
 )
 from .inference import SegmentationModel, pad16, predict_volume
 from .methods import METHODS, StepContext, create_method
-from .networks import build_unet
+from .networks import DROPOUT_SCOPES, build_unet
 from .schedules import poly_lr
 
 #: Annotated slices scored at each evaluation, at most (Dice on what the user painted).
@@ -122,14 +122,17 @@ class Trainer:
             raise InputError(f"Patch size {config.patch} is not a multiple of 16, which the U-Net needs.")
         if config.steps < 1:
             raise InputError("Train for at least one step.")
+        if config.dropout_scope not in DROPOUT_SCOPES:
+            raise InputError(f"Dropout scope '{config.dropout_scope}' is not one of: {', '.join(DROPOUT_SCOPES)}.")
         if method not in METHODS:
             raise InputError(f"Unknown method '{method}'. Known: {', '.join(sorted(METHODS))}.")
         self.pool = SlicePool(volumes)
         if resume is not None:
             method = resume["method"]
             method_options = resume.get("method_options")
-            saved = TrainConfig.from_dict(resume.get("config", {}))
-            config.width, config.dropout = saved.width, saved.dropout  # the network must match the weights
+            saved = saved_config(resume)
+            # the network must match the weights (and the dropout they were trained with)
+            config.width, config.dropout, config.dropout_scope = saved.width, saved.dropout, saved.dropout_scope
             self._check_resume(resume)
         num_classes = self.pool.num_classes()
         if class_names is not None:
@@ -147,7 +150,7 @@ class Trainer:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
-        self.model = build_unet(num_classes, config.width, config.dropout).to(self.device)
+        self.model = build_unet(num_classes, config.width, config.dropout, dropout_scope=config.dropout_scope).to(self.device)
         self.method_name = method
         self.method = create_method(method, self.model, num_classes, method_options).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -409,12 +412,20 @@ class Trainer:
         self.step = int(payload.get("step", 0))
 
 
+def saved_config(payload: dict) -> TrainConfig:
+    """The TrainConfig a checkpoint was trained with; checkpoints written before ``dropout_scope``
+    existed had dropout in every block."""
+    d = dict(payload.get("config", {}))
+    d.setdefault("dropout_scope", "all")
+    return TrainConfig.from_dict(d)
+
+
 def load_model(path, device: str | torch.device = "cpu") -> SegmentationModel:
     """A trained model from a checkpoint file or a train output folder, ready to predict."""
     payload = checkpoint.load(path)
-    cfg = TrainConfig.from_dict(payload.get("config", {}))
+    cfg = saved_config(payload)
     C = int(payload["num_classes"])
-    student = build_unet(C, cfg.width, cfg.dropout)
+    student = build_unet(C, cfg.width, cfg.dropout, dropout_scope=cfg.dropout_scope)
     student.load_state_dict(payload["model"])
     method = create_method(payload["method"], student, C, payload.get("method_options"))
     method.load_state_dict(payload.get("method_state", {}))

@@ -130,3 +130,18 @@ def test_save_while_training_in_another_thread(tiny_volume, tmp_path):
     for p in paths:
         payload = checkpoint.load(p)
         assert 0 <= payload["step"] <= 30 and set(payload["model"]) == set(trainer.model.state_dict())
+
+
+def test_checkpoint_without_dropout_scope_keeps_dropout_everywhere(tiny_volume, tmp_path):
+    """Files written before the dropout scope existed were trained with dropout in every block;
+    they load (and resume) with it, so MC dropout samples what they learnt with."""
+    trainer = Trainer([tiny_volume], "supervised", cfg(2))
+    list(trainer.run())
+    payload = trainer.state()
+    assert payload["config"]["dropout_scope"] == "last"
+    del payload["config"]["dropout_scope"]
+    checkpoint.save(payload, tmp_path / "old.pt")
+    model = load_model(tmp_path / "old.pt")
+    assert sum(isinstance(m, torch.nn.Dropout2d) for m in model.student.modules()) > 1
+    resumed = Trainer([tiny_volume], "supervised", cfg(4), resume=checkpoint.load(tmp_path / "old.pt"))
+    assert resumed.config.dropout_scope == "all"

@@ -108,3 +108,34 @@ def test_extra_models_step_when_every_slice_is_annotated(tiny_volume, name):
     before = [p.detach().clone() for p in extra.parameters()]
     list(trainer.run())
     assert sum(float((p.detach() - b).abs().sum()) for p, b in zip(extra.parameters(), before)) > 0
+
+
+@pytest.mark.parametrize("scope", ["last", "all"])
+def test_ua_mt_uncertainty_passes(tiny_volume, scope):
+    """With dropout before the classifier only, UA-MT's T samples share one teacher pass; with
+    dropout everywhere the teacher runs T + 1 times (the target and T noisy passes)."""
+    trainer = small_trainer(tiny_volume, "ua_mt", dropout_scope=scope)
+    calls = []
+    handle = trainer.method.teacher.register_forward_hook(lambda *a: calls.append(1))
+    ctx = _context(trainer)
+    try:
+        terms = trainer.method.unlabelled_loss(ctx)
+    finally:
+        handle.remove()
+    assert len(calls) == (1 if scope == "last" else 1 + trainer.method.config.mc_passes)
+    loss, weight = terms["consistency"]
+    assert torch.isfinite(loss) and loss.requires_grad
+
+
+def test_ua_mt_last_block_uncertainty_is_entropy_of_dropout_samples(tiny_volume):
+    trainer = small_trainer(tiny_volume, "ua_mt")
+    method = trainer.method
+    x = _context(trainer).x_unlabelled
+    method.teacher_probabilities(x)
+    u = method._uncertainty
+    assert u.shape == (x.shape[0], 1, *x.shape[2:])
+    assert float(u.min()) >= 0 and float(u.max()) <= np.log(trainer.num_classes) + 1e-4
+    # the samples differ (dropout is drawn anew), so the entropy is not that of one pass everywhere
+    method.config.mc_passes = 1
+    method.teacher_probabilities(x)
+    assert not torch.allclose(method._uncertainty, u)

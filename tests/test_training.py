@@ -7,6 +7,7 @@ import pytest
 
 from napari_sslseg.config import TrainConfig
 from napari_sslseg.data import Volume
+from napari_sslseg.errors import InputError
 from napari_sslseg.events import (
     AnnotationsEvent,
     EvalEvent,
@@ -107,3 +108,17 @@ def test_bad_config(tiny_volume):
         if torch.cuda.is_available():
             pytest.skip("a GPU is present")
         Trainer([tiny_volume], "supervised", cfg(device="cuda"))
+
+
+def test_dropout_scope_places_dropout(tiny_volume):
+    from napari_sslseg.networks import LastBlockSampler, build_unet
+    from torch import nn
+
+    def dropouts(net):
+        return [m for m in net.modules() if isinstance(m, nn.Dropout2d)]
+
+    last = build_unet(3, width=8, dropout_scope="last")
+    assert dropouts(last) == [LastBlockSampler(last).dropout]
+    assert len(dropouts(build_unet(3, width=8, dropout_scope="all"))) > 10
+    with pytest.raises(InputError, match="Dropout scope 'middle'"):
+        Trainer([tiny_volume], "supervised", TrainConfig(steps=1, dropout_scope="middle"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -11,6 +11,7 @@ from ..config import TrainConfig
 from ..data import Volume
 from ..inference import predict_volume
 from ..methods import METHODS
+from ..networks import build_unet
 from ..training import Trainer
 from .config import BenchConfig
 from .datasets import Dataset
@@ -111,11 +112,18 @@ def inference_time(trainer: Trainer, image: np.ndarray, spacing, axis: int, cfg:
     n = volume.num_slices
     model = trainer.segmentation_model()
 
+    # the same weights with dropout after every convolution: what `--mc-scope all` samples in a
+    # network trained with dropout_scope="all" (a default network has only the last block's)
+    tc = trainer.config
+    everywhere = build_unet(model.num_classes, tc.width, tc.dropout, dropout_scope="all").to(trainer.device)
+    everywhere.load_state_dict(model.predictor.state_dict())
+    models = {"last": model, "all": replace(model, student=everywhere, teacher=None, discriminator=None)}
+
     def whole_volume_seconds(count: int, scope: str) -> tuple[float, int]:
         """Time ``count`` spread slices (all when 0 or >= n), scaled to the whole volume."""
         subset = np.linspace(0, n - 1, count).round().astype(int).tolist() if 0 < count < n else None
         t0 = time.perf_counter()
-        predict_volume(model, volume, mc_passes=cfg.inference_mc_passes, slices=subset, mc_scope=scope)
+        predict_volume(models[scope], volume, mc_passes=cfg.inference_mc_passes, slices=subset, mc_scope=scope)
         timed = n if subset is None else len(subset)
         return (time.perf_counter() - t0) * n / timed, timed
 

@@ -3,6 +3,12 @@
 Mean Teacher whose consistency counts only where the teacher is sure: T noisy
 MC-dropout passes of the teacher give a predictive entropy per pixel, and pixels
 above a threshold that ramps from 0.75 to 1.0 times ln(C) are left out.
+
+When the network has dropout before its classifier only (``dropout_scope="last"``, the
+default), the T passes share one noisy teacher pass, the one whose softmax is the
+consistency target, and redraw only that dropout (:class:`LastBlockSampler`): the
+input noise is drawn once per step instead of once per pass, and the uncertainty costs
+a fraction of a forward pass instead of T of them.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..networks import enable_dropout
+from torch import nn
+
+from ..networks import LastBlockSampler, enable_dropout
 from ..schedules import sigmoid_rampup
 from .base import StepContext, register
 from .mean_teacher import MeanTeacher, MeanTeacherConfig, _teacher_input
@@ -31,6 +39,12 @@ class UAMT(MeanTeacher):
     summary = "Uncertainty-aware Mean Teacher (Yu et al. 2019): consistency only where the teacher's MC-dropout entropy is low."
     Config = UAMTConfig
 
+    def __init__(self, student: nn.Module, num_classes: int, config=None):
+        super().__init__(student, num_classes, config)
+        dropouts = [m for m in self.teacher.modules() if isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Dropout3d))]
+        self._sampler = LastBlockSampler(self.teacher) if len(dropouts) == 1 and LastBlockSampler.supports(self.teacher) else None
+        self._uncertainty: torch.Tensor | None = None
+
     def threshold(self, ctx: StepContext) -> float:
         c = self.config
         ramp = sigmoid_rampup(ctx.step, ctx.total_steps)  # over the whole run, as in Yu et al. 2019
@@ -46,5 +60,21 @@ class UAMT(MeanTeacher):
         mean = mean / self.config.mc_passes
         return -(mean * torch.log(mean + 1e-6)).sum(dim=1, keepdim=True)
 
+    @torch.no_grad()
+    def teacher_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        if self._sampler is None:
+            self._uncertainty = None
+            return super().teacher_probabilities(x)
+        enable_dropout(self.teacher, True)
+        target = torch.softmax(self._sampler.forward(_teacher_input(x, self.config.noise)).float(), dim=1)
+        mean = sum(torch.softmax(self._sampler.sample().float(), dim=1) for _ in range(self.config.mc_passes))
+        mean = mean / self.config.mc_passes
+        self._uncertainty = -(mean * torch.log(mean + 1e-6)).sum(dim=1, keepdim=True)
+        self._sampler.features = None
+        return target
+
     def consistency_mask(self, ctx: StepContext) -> torch.Tensor:
-        return (self.uncertainty(ctx.x_unlabelled) < self.threshold(ctx)).float()
+        u, self._uncertainty = self._uncertainty, None
+        if u is None:  # dropout in every block: T full noisy passes, as in Yu et al. 2019
+            u = self.uncertainty(ctx.x_unlabelled)
+        return (u < self.threshold(ctx)).float()
