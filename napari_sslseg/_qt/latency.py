@@ -20,17 +20,17 @@ PROBE_MS = 10
 
 def probe(app, seconds: float) -> list[float]:
     """Lateness of a 10 ms timer, in ms, over ``seconds`` of the running event loop."""
-    from qtpy.QtCore import QEventLoop, QTimer
+    from qtpy.QtCore import QEventLoop, Qt, QTimer
 
     ticks: list[float] = []
     timer = QTimer()
-    timer.setTimerType(0)  # Qt.PreciseTimer
+    timer.setTimerType(Qt.TimerType.PreciseTimer)
     timer.setInterval(PROBE_MS)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     loop = QEventLoop()
     QTimer.singleShot(int(seconds * 1000), loop.quit)
     timer.start()
-    loop.exec_()
+    loop.exec()
     timer.stop()
     gaps = np.diff(ticks) * 1000 - PROBE_MS
     return np.clip(gaps, 0, None).tolist()
