@@ -35,6 +35,7 @@ class BenchConfig:
     overlay_slice_stride: int = 2  # the checks score every n-th unannotated slice (they cost no training time, but wall time)
     inference_mc_passes: int = 8  # MC-dropout passes for the whole-volume timing
     inference_slices: int = 0  # slices timed on the 181x217x181 volume; 0 = all, else extrapolated
+    inference_all_slices: int = 16  # slices timed with dropout after every convolution, sampled everywhere (`--mc-scope all`), scaled; 0 = not timed
     memory_shape: tuple[int, int, int] = (300, 512, 512)  # (z, y, x) volume for peak memory
     memory_steps: int = 5  # training steps in the memory probe
     latency_seconds: float = 20.0  # probe time per phase (idle, training) in the viewer
@@ -53,6 +54,7 @@ class BenchConfig:
             overlay_limit_s=20.0,
             overlay_check_every=15,
             inference_slices=12,
+            inference_all_slices=0,
             memory_steps=2,
             latency_seconds=5.0,
         )

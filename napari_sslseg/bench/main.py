@@ -161,7 +161,8 @@ def speed_section(cfg: BenchConfig, sp: dict) -> list[str]:
         f"- inference, {inf.mc_passes} MC-dropout passes over the last block (the default), {'x'.join(map(str, inf.shape))} "
         f"volume: **{inf.seconds:.1f} s**"
         + ("" if inf.slices_timed == inf.slices_total else f" ({inf.slices_timed} of {inf.slices_total} slices timed, scaled)")
-        + f"; over every block (`--mc-scope all`): {inf.seconds_all_blocks:.1f} s ({inf.slices_all_blocks} slices timed, scaled)"
+        + (f"; dropout after every convolution, sampled everywhere (`--mc-scope all`): {inf.seconds_all_blocks:.1f} s "
+           f"({inf.slices_all_blocks} slices timed, scaled)" if inf.slices_all_blocks else "")
     )
     mem = sp["memory"]
     if "peak_rss_mb" in mem:

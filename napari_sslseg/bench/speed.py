@@ -46,7 +46,7 @@ class InferenceTime:
     seconds: float  # for the whole volume (extrapolated when ``slices_timed`` < all)
     slices_timed: int
     slices_total: int
-    seconds_all_blocks: float = float("nan")  # the same with MC passes over every block (scaled from a subset)
+    seconds_all_blocks: float = float("nan")  # the same weights with dropout everywhere, sampled everywhere (scaled from a subset); NaN = not timed
     slices_all_blocks: int = 0
 
 
@@ -128,5 +128,5 @@ def inference_time(trainer: Trainer, image: np.ndarray, spacing, axis: int, cfg:
         return (time.perf_counter() - t0) * n / timed, timed
 
     seconds, timed = whole_volume_seconds(cfg.inference_slices, "last")
-    every, timed_every = whole_volume_seconds(16, "all")
+    every, timed_every = whole_volume_seconds(cfg.inference_all_slices, "all") if cfg.inference_all_slices else (float("nan"), 0)
     return InferenceTime(tuple(image.shape), cfg.inference_mc_passes, seconds, timed, n, every, timed_every)
