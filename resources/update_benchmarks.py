@@ -2,8 +2,8 @@
 
 Usage: python resources/update_benchmarks.py   (from the repository root)
 
-Each run folder under benchmarks/ is included unchanged but for heading levels (one deeper)
-and image paths (relative to the repository root), in the order of RUNS.
+Each run folder under benchmarks/ is included unchanged but for heading levels (one deeper),
+a line naming the folder, and image paths (relative to the repository root), in the order of RUNS.
 """
 
 from __future__ import annotations
@@ -12,18 +12,26 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ["colin27", "colin27-150steps", "colin27-600steps", "colin27-quick", "mni152", "mni152-quick"]
+RUNS = ["colin27", "colin27-dropout-all", "colin27-600steps", "colin27-quick", "mni152", "mni152-quick"]
+#: what a section's own results.md cannot say about its run
+NOTES = {
+    "colin27-dropout-all": "the engine before dropout was kept to the last block (commit ef14622, dropout after "
+    "every convolution); the command wrote to benchmarks/colin27, renamed since.",
+}
 INTRO = """## Results
 
-Each section below is the `results.md` that the command wrote, unchanged but for heading levels
-and image paths.
+Each section below is the `results.md` that the command wrote, unchanged but for heading levels,
+a line naming its folder, and image paths.
 """
 
 
 def section(run: str) -> str:
     text = (ROOT / "benchmarks" / run / "results.md").read_text()
     text = re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", text, flags=re.M)
-    return text.replace("](curves.png)", f"](benchmarks/{run}/curves.png)").rstrip() + "\n"
+    text = text.replace("](curves.png)", f"](benchmarks/{run}/curves.png)").rstrip() + "\n"
+    head, rest = text.split("\n", 1)
+    note = f"`benchmarks/{run}`" + (f": {NOTES[run]}" if run in NOTES else "")
+    return f"{head}\n\n{note}\n{rest}"
 
 
 def main() -> None:
