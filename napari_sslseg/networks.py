@@ -37,34 +37,36 @@ def build_unet(
         features=(w, w, 2 * w, 4 * w, 8 * w, w),
         dropout=dropout,
     )
-    _channel_dropout(net)
+    # Element-wise dropout draws one random number per activation and took more CPU time than
+    # the convolutions; dropping whole feature maps (channel dropout) draws one per channel and
+    # is a standard choice for MC-dropout in segmentation networks.
+    _swap_dropout(net, lambda d: nn.Dropout2d(d.p))
     if dropout_scope == "last":
-        last = net.upcat_1.convs.conv_1.adn.D
-        _drop_dropout(net, keep=last)
+        keep = _last_adn(net).D
+        _swap_dropout(net, lambda d: d if d is keep else nn.Identity())
     return net
 
 
-def _drop_dropout(net: nn.Module, keep: nn.Module) -> None:
-    """Replace every dropout layer but ``keep`` by an identity, in place."""
+_DROPOUTS = (nn.Dropout, nn.Dropout2d, nn.Dropout3d)
+
+
+def _swap_dropout(net: nn.Module, swap) -> None:
+    """Replace each dropout layer ``d`` of ``net`` by ``swap(d)``, in place."""
     for name, child in net.named_children():
-        if isinstance(child, nn.Dropout2d) and child is not keep:
-            setattr(net, name, nn.Identity())
+        if isinstance(child, _DROPOUTS):
+            setattr(net, name, swap(child))
         else:
-            _drop_dropout(child, keep)
+            _swap_dropout(child, swap)
 
 
-def _channel_dropout(net: nn.Module) -> None:
-    """Swap element-wise dropout for channel-wise (spatial) dropout, in place.
+def _last_adn(net: nn.Module) -> nn.Module:
+    """The activation-dropout-norm of a BasicUNet's last convolution, before the classifier."""
+    return net.upcat_1.convs.conv_1.adn
 
-    Element-wise dropout draws one random number per activation and took more CPU time
-    than the convolutions; dropping whole feature maps draws one per channel and is a
-    standard choice for MC-dropout in segmentation networks.
-    """
-    for name, child in net.named_children():
-        if type(child) is nn.Dropout:
-            setattr(net, name, nn.Dropout2d(child.p))
-        else:
-            _channel_dropout(child)
+
+def dropout_layers(net: nn.Module) -> list[nn.Module]:
+    """The dropout layers of ``net``: what MC dropout samples."""
+    return [m for m in net.modules() if isinstance(m, _DROPOUTS)]
 
 
 class PixelDiscriminator(nn.Module):
@@ -98,7 +100,7 @@ class LastBlockSampler:
     """
 
     def __init__(self, net: nn.Module):
-        adn = net.upcat_1.convs.conv_1.adn
+        adn = _last_adn(net)
         self.dropout, self.act, self.classifier = adn.D, adn.A, net.final_conv
         self.net = net
         self.features: torch.Tensor | None = None
@@ -106,7 +108,7 @@ class LastBlockSampler:
     @staticmethod
     def supports(net: nn.Module) -> bool:
         try:
-            adn = net.upcat_1.convs.conv_1.adn
+            adn = _last_adn(net)
             return isinstance(adn.D, nn.Dropout2d) and isinstance(net.final_conv, nn.Conv2d)
         except AttributeError:
             return False
@@ -131,6 +133,5 @@ class LastBlockSampler:
 
 def enable_dropout(model: nn.Module, enabled: bool = True) -> None:
     """Switch only the dropout layers to sampling mode (MC dropout), leaving the rest as is."""
-    for m in model.modules():
-        if isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Dropout3d)):
-            m.train(enabled)
+    for m in dropout_layers(model):
+        m.train(enabled)

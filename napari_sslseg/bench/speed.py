@@ -112,21 +112,22 @@ def inference_time(trainer: Trainer, image: np.ndarray, spacing, axis: int, cfg:
     n = volume.num_slices
     model = trainer.segmentation_model()
 
-    # the same weights with dropout after every convolution: what `--mc-scope all` samples in a
-    # network trained with dropout_scope="all" (a default network has only the last block's)
-    tc = trainer.config
-    everywhere = build_unet(model.num_classes, tc.width, tc.dropout, dropout_scope="all").to(trainer.device)
-    everywhere.load_state_dict(model.predictor.state_dict())
-    models = {"last": model, "all": replace(model, student=everywhere, teacher=None, discriminator=None)}
-
-    def whole_volume_seconds(count: int, scope: str) -> tuple[float, int]:
+    def whole_volume_seconds(seg_model, count: int, scope: str) -> tuple[float, int]:
         """Time ``count`` spread slices (all when 0 or >= n), scaled to the whole volume."""
         subset = np.linspace(0, n - 1, count).round().astype(int).tolist() if 0 < count < n else None
         t0 = time.perf_counter()
-        predict_volume(models[scope], volume, mc_passes=cfg.inference_mc_passes, slices=subset, mc_scope=scope)
+        predict_volume(seg_model, volume, mc_passes=cfg.inference_mc_passes, slices=subset, mc_scope=scope)
         timed = n if subset is None else len(subset)
         return (time.perf_counter() - t0) * n / timed, timed
 
-    seconds, timed = whole_volume_seconds(cfg.inference_slices, "last")
-    every, timed_every = whole_volume_seconds(cfg.inference_all_slices, "all") if cfg.inference_all_slices else (float("nan"), 0)
+    seconds, timed = whole_volume_seconds(model, cfg.inference_slices, "last")
+    every, timed_every = float("nan"), 0
+    if cfg.inference_all_slices:
+        # the same weights with dropout after every convolution: what `--mc-scope all` samples in a
+        # network trained with dropout_scope="all" (a default network has only the last block's)
+        tc = trainer.config
+        everywhere = build_unet(model.num_classes, tc.width, tc.dropout, dropout_scope="all").to(trainer.device)
+        everywhere.load_state_dict(model.predictor.state_dict())
+        model_all = replace(model, student=everywhere, teacher=None, discriminator=None)
+        every, timed_every = whole_volume_seconds(model_all, cfg.inference_all_slices, "all")
     return InferenceTime(tuple(image.shape), cfg.inference_mc_passes, seconds, timed, n, every, timed_every)

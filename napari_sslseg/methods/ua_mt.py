@@ -17,13 +17,17 @@ import math
 from dataclasses import dataclass
 
 import torch
-
 from torch import nn
 
-from ..networks import LastBlockSampler, enable_dropout
+from ..networks import LastBlockSampler, dropout_layers, enable_dropout
 from ..schedules import sigmoid_rampup
 from .base import StepContext, register
 from .mean_teacher import MeanTeacher, MeanTeacherConfig, _teacher_input
+
+
+def _predictive_entropy(mean: torch.Tensor) -> torch.Tensor:
+    """Entropy of the mean softmax of the passes, (B, 1, H, W)."""
+    return -(mean * torch.log(mean + 1e-6)).sum(dim=1, keepdim=True)
 
 
 @dataclass
@@ -41,8 +45,8 @@ class UAMT(MeanTeacher):
 
     def __init__(self, student: nn.Module, num_classes: int, config=None):
         super().__init__(student, num_classes, config)
-        dropouts = [m for m in self.teacher.modules() if isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Dropout3d))]
-        self._sampler = LastBlockSampler(self.teacher) if len(dropouts) == 1 and LastBlockSampler.supports(self.teacher) else None
+        last_only = len(dropout_layers(self.teacher)) == 1 and LastBlockSampler.supports(self.teacher)
+        self._sampler = LastBlockSampler(self.teacher) if last_only else None
         self._uncertainty: torch.Tensor | None = None
 
     def threshold(self, ctx: StepContext) -> float:
@@ -57,8 +61,7 @@ class UAMT(MeanTeacher):
         mean = torch.zeros((), device=x.device)
         for _ in range(self.config.mc_passes):
             mean = mean + torch.softmax(self.teacher(_teacher_input(x, self.config.noise)).float(), dim=1)
-        mean = mean / self.config.mc_passes
-        return -(mean * torch.log(mean + 1e-6)).sum(dim=1, keepdim=True)
+        return _predictive_entropy(mean / self.config.mc_passes)
 
     @torch.no_grad()
     def teacher_probabilities(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,8 +71,7 @@ class UAMT(MeanTeacher):
         enable_dropout(self.teacher, True)
         target = torch.softmax(self._sampler.forward(_teacher_input(x, self.config.noise)).float(), dim=1)
         mean = sum(torch.softmax(self._sampler.sample().float(), dim=1) for _ in range(self.config.mc_passes))
-        mean = mean / self.config.mc_passes
-        self._uncertainty = -(mean * torch.log(mean + 1e-6)).sum(dim=1, keepdim=True)
+        self._uncertainty = _predictive_entropy(mean / self.config.mc_passes)
         self._sampler.features = None
         return target
 
