@@ -297,7 +297,7 @@ class Trainer:
         items = self.pool.labelled
         if len(items) > _EVAL_SLICES:
             items = [items[i] for i in np.linspace(0, len(items) - 1, _EVAL_SLICES).astype(int)]
-        net = self.segmentation_model().predictor
+        net = self.model
         was = net.training
         net.eval()
         C = self.num_classes

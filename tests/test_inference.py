@@ -22,7 +22,8 @@ def _train(volume, method, steps=15):
 def test_outputs_shapes_and_ranges(tiny_volume, method):
     trainer = _train(tiny_volume, method)
     C = trainer.num_classes
-    p = predict_volume(trainer.segmentation_model(), tiny_volume, mc_passes=4, keep_probabilities=True)
+    p = predict_volume(trainer.segmentation_model(), tiny_volume, mc_passes=4, keep_probabilities=True,
+                       teacher_disagreement=True)
     shape = tiny_volume.image.shape
     assert p.labels.shape == shape and p.labels.dtype == np.uint8 and p.labels.max() < C
     assert p.confidence.shape == shape and p.confidence.dtype == np.float32
@@ -42,6 +43,32 @@ def test_outputs_shapes_and_ranges(tiny_volume, method):
     # a slice's score is its uncertainty weighted by foreground probability: never above its mean uncertainty
     mean_u = np.moveaxis(p.uncertainty, p.axis, 0).reshape(tiny_volume.num_slices, -1).mean(1)
     assert np.all(p.slice_scores >= 0) and np.all(p.slice_scores <= mean_u * 1.05 + 1e-6)
+
+
+def test_the_student_predicts_and_the_teacher_only_disagrees(tiny_volume):
+    """The EMA teacher lags a student still learning fast: labels come from the student; the
+    teacher shows up only in the disagreement map."""
+    import dataclasses
+
+    import torch
+
+    trainer = _train(tiny_volume, "mean_teacher")
+    model = trainer.segmentation_model()
+    with torch.no_grad():  # a teacher that disagrees everywhere: it always says class 0
+        for p in model.teacher.parameters():
+            p.zero_()
+        model.teacher.final_conv.bias[0] = 10.0
+    with_teacher = predict_volume(model, tiny_volume, mc_passes=0, teacher_disagreement=True)
+    student_only = predict_volume(dataclasses.replace(model, teacher=None), tiny_volume, mc_passes=0)
+    np.testing.assert_array_equal(with_teacher.labels, student_only.labels)
+    # the teacher's extra pass runs only when its map is asked for
+    calls = []
+    handle = model.teacher.register_forward_hook(lambda *a: calls.append(1))
+    assert predict_volume(model, tiny_volume, mc_passes=2).disagreement is None and not calls
+    handle.remove()
+    assert (student_only.labels > 0).any()
+    fg = with_teacher.labels > 0  # where the student sees a structure the teacher says background
+    assert with_teacher.disagreement[fg].min() > 0.5
 
 
 def test_suggestions_exclude_annotated_and_spread(tiny_volume):

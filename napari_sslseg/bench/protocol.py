@@ -128,5 +128,5 @@ def predict(trainer: Trainer, mc_passes: int = 0, slices: list[int] | None = Non
     """The trained model's prediction of its (only) volume: labels and uncertainty only (the
     teacher-student and discriminator maps would cost a network pass each and are not scored)."""
     full = trainer.segmentation_model()
-    model = replace(full, student=full.predictor, teacher=None, discriminator=None)
+    model = replace(full, teacher=None, discriminator=None)
     return predict_volume(model, trainer.pool.volumes[0], mc_passes=mc_passes, slices=slices)
