@@ -92,11 +92,12 @@ class StubPrediction:
 
 def test_guidance_only_adds_unannotated_slices_inside_the_extent():
     extent = (5, 30)
-    seen = []
+    seen, asked = [], []
 
-    def train_eval(annotated):
+    def train_eval(annotated, suggest):
         seen.append(list(annotated))
-        return len(annotated) / 10, StubPrediction(annotated)
+        asked.append(suggest)
+        return len(annotated) / 10, StubPrediction(annotated) if suggest else None
 
     curves = simulate(extent, 2, 5, 6, train_eval, seed=0)
     assert set(curves) == {"suggested", "uniform", "random"}
@@ -111,6 +112,9 @@ def test_guidance_only_adds_unannotated_slices_inside_the_extent():
     assert curves["uniform"].slices_to_reach(0.6) == 6
     for a in seen:
         assert len(a) == len(set(a))
+    # suggestions (a whole-volume MC prediction) are asked for only where a suggested slice is taken:
+    # the first model's and the suggested chain's before its last round
+    assert sum(asked) == 1 + (5 - 2 - 1)
 
 
 def test_next_slice_random_never_repeats():

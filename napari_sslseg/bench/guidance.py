@@ -16,8 +16,10 @@ from .protocol import evenly_spaced
 
 STRATEGIES = ("suggested", "uniform", "random")
 
-#: ``train_eval(annotated) -> (mean Dice on the unannotated slices, prediction with .suggestions or None)``
-TrainEval = Callable[[list[int]], tuple[float, object]]
+#: ``train_eval(annotated, suggest) -> (mean Dice on the unannotated slices, prediction)``; the prediction
+#: needs ``.suggestions`` and ``.slice_scores`` only when ``suggest`` is true (else it may be None), which
+#: spares the whole-volume MC-dropout prediction behind them where no suggestion is taken
+TrainEval = Callable[[list[int], bool], tuple[float, object]]
 
 
 @dataclass
@@ -61,7 +63,7 @@ def simulate(extent: tuple[int, int], start: int, budget: int, uniform_max: int,
     ``uniform`` goes up to ``uniform_max`` slices, the others up to ``budget``.
     """
     first = evenly_spaced(extent, start)
-    first_dice, first_pred = train_eval(first)
+    first_dice, first_pred = train_eval(first, "suggested" in strategies and budget > start)
     if progress:
         progress()
     return {s: chain(s, extent, first, first_dice, first_pred, budget, uniform_max, train_eval, seed, progress)
@@ -84,7 +86,7 @@ def chain(strategy: str, extent: tuple[int, int], first: list[int], first_dice: 
         else:
             curve.picks.append(next_slice(strategy, annotated, extent, pred, rng))
             annotated = sorted(annotated + [curve.picks[-1]])
-        dice, pred = train_eval(annotated)
+        dice, pred = train_eval(annotated, strategy == "suggested" and n < top)  # the last round's is never used
         curve.points.append((n, dice))
         curve.chosen.append(list(annotated))
         if progress:

@@ -64,22 +64,33 @@ def main(args, cfg: BenchConfig) -> int:
     start = time.perf_counter()
     n_speed = (len(cfg.methods) + 4) if cfg.speed else 0
     bar = tqdm(total=trainings_planned(cfg) + n_speed, desc=f"bench {ds.name}", unit="job")
-    res = run_accuracy(ds, cfg, axis, tick=bar.update)
+    parts: dict[str, float] = {}  # wall seconds of each part, for the report
+
+    def timed(name, fn, *a, **kw):
+        t0 = time.perf_counter()
+        out = fn(*a, **kw)
+        parts[name] = time.perf_counter() - t0
+        return out
+
+    res = timed("accuracy and guidance", run_accuracy, ds, cfg, axis, tick=bar.update)
     results: dict = {}
     if cfg.speed:
-        results["rates"] = speed.step_rates(ds, cfg, axis, tick=bar.update)
-        results["overlay"], trainer = speed.first_overlay(ds, cfg, axis)
+        results["rates"] = timed("steps/s", speed.step_rates, ds, cfg, axis, tick=bar.update)
+        results["overlay"], trainer = timed("first overlay", speed.first_overlay, ds, cfg, axis)
         bar.update()
-        results["inference"] = speed.inference_time(trainer, full.image, full.spacing, axis, cfg)
+        results["inference"] = timed("inference", speed.inference_time, trainer, full.image, full.spacing, axis, cfg)
         bar.update()
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            results["memory"] = subprocesses.peak_memory(subprocesses.save_dataset(full, tmp / "full.npz"), cfg, tmp)
+            results["memory"] = timed("memory", subprocesses.peak_memory,
+                                      subprocesses.save_dataset(full, tmp / "full.npz"), cfg, tmp)
             bar.update()
-            results["latency"] = subprocesses.viewer_latency(subprocesses.save_dataset(ds, tmp / "crop.npz"), cfg, tmp)
+            results["latency"] = timed("viewer", subprocesses.viewer_latency,
+                                       subprocesses.save_dataset(ds, tmp / "crop.npz"), cfg, tmp)
             bar.update()
     bar.close()
     total = time.perf_counter() - start
+    results["parts"] = parts
     report.write_csv(res, ds.name, out / "results.csv")
     report.plot(res, cfg.methods, cfg.ks, ds.name, out / "curves.png")
     md = render(args, cfg, full, ds, res, results, total)
@@ -95,7 +106,8 @@ def render(args, cfg, full, ds, res, sp, total) -> str:
     lines = [
         f"## {ds.name}: {'quick' if args.quick else 'full'} run",
         "",
-        f"- command: `{cmd}`; total {total / 60:.1f} min",
+        f"- command: `{cmd}`; total {total / 60:.1f} min"
+        + (" (" + ", ".join(f"{k} {v / 60:.1f} min" for k, v in sp["parts"].items()) + ")" if sp.get("parts") else ""),
         f"- machine: {machine()}",
         f"- data: {ds.source}; {'x'.join(map(str, full.image.shape))} cropped to the labelled box + {cfg.margin} voxels: "
         f"{'x'.join(map(str, ds.image.shape))} (z, y, x), spacing {ds.spacing} mm; slices along axis {axis_name(args.axis)}",
@@ -132,7 +144,7 @@ def render(args, cfg, full, ds, res, sp, total) -> str:
             lines.append(f"| {n} | " + " | ".join(report._fmt(dict(c.points).get(n, float('nan'))) for c in res.curves.values()) + " |")
         lines += ["", f"Start: {res.curves['uniform'].chosen[0]}; " + "; ".join(
             f"{c.strategy} added {c.picks}" for c in res.curves.values() if c.picks), ""]
-    if sp:
+    if "rates" in sp:
         lines += speed_section(cfg, sp)
     lines += ["### Targets", "", targets.check(res, sp, cfg.guidance_max, cfg.guidance_budget), "",
               "![curves](curves.png)", ""]

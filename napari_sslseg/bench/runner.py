@@ -104,10 +104,14 @@ def _ceiling_job(ks: list[int], seed: int) -> list[RunResult]:
     return [RunResult(CEILING, k, seed, _score(trainer, evenly_spaced(_JOB["extent"], k))[0], seconds) for k in ks]
 
 
-def _guidance_train_eval(annotated: list[int]):
-    """Mean Dice of a model trained on ``annotated`` and its suggestions (all a chain needs)."""
+def _guidance_train_eval(annotated: list[int], suggest: bool = True):
+    """Mean Dice of a model trained on ``annotated``, and its suggestions when ``suggest`` (all a chain
+    needs). The labels, so the Dice, come from the network's deterministic pass either way; only the
+    suggestions need the MC-dropout passes over every slice."""
     cfg = _JOB["cfg"]
     trainer = _train(annotated, cfg.guidance_method, cfg.seeds[0])
+    if not suggest:
+        return _score(trainer, annotated, hausdorff=False)[0].mean_dice, None
     s, pred = _score(trainer, annotated, hausdorff=False, mc_passes=cfg.guidance_mc_passes, suggest=True)
     return s.mean_dice, SimpleNamespace(suggestions=pred.suggestions, slice_scores=pred.slice_scores)
 
