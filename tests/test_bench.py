@@ -40,6 +40,18 @@ def test_extent_and_evaluation_slices():
     labels[7, 2, 2] = 2
     assert labelled_extent(labels, 0) == (3, 7)
     assert evaluation_slices((3, 7), [4, 6]) == [3, 5, 7]
+    assert evaluation_slices((3, 9), [4, 6], stride=2) == [3, 7, 9]  # --quick scores one in n
+
+
+def test_hausdorff_of_strided_slices_counts_the_gap():
+    """Every other slice scored: the stacked slices are two spacings apart along the axis."""
+    truth = np.zeros((4, 6, 6), np.uint8)
+    truth[1, 2:4, 2:4] = 1
+    pred = np.zeros_like(truth)
+    pred[3, 2:4, 2:4] = 1  # the same square, on the next scored slice
+    names = ["bg", "a"]
+    assert score(pred, truth, names, (1.5, 1.0, 1.0), 0, [1, 3]).hd95["a"] == pytest.approx(1.5)
+    assert score(pred, truth, names, (1.5, 1.0, 1.0), 0, [1, 3], stride=2).hd95["a"] == pytest.approx(3.0)
 
 
 def test_dice_matches_hand_computation():

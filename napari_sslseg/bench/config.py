@@ -14,6 +14,7 @@ class BenchConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # every (method, k) trains once per seed; spread over these
     steps: int = 120  # optimiser steps per training, the same for every method (a fair, fixed budget; what fits 30 min on 2 cores)
     ceiling: bool = True  # also train on every slice (supervised): the upper bound
+    score_stride: int = 1  # score every n-th unannotated slice of the extent (1 = all; --quick: 3, prediction is most of its cost)
     margin: int = 8  # voxels kept around the labelled extent when cropping (speed; the task is inside the extent)
     threads: int = 0  # torch CPU threads of each training; 0 = the cores shared out among the workers
     workers: int = 2  # trainings of the accuracy part run at once, a process each (1.3x the work of one on 2 cores); 1 = in this process
@@ -47,6 +48,7 @@ class BenchConfig:
             ks=[2, 4],
             seeds=self.seeds[:1],
             steps=20,
+            score_stride=3,
             guidance_max=4,
             guidance_budget=3,
             guidance_mc_passes=4,

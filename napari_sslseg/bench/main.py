@@ -114,7 +114,7 @@ def render(args, cfg, full, ds, res, sp, total) -> str:
         f"- labelled extent along the axis: slices {res.extent[0]}..{res.extent[1]} of the crop; annotated slices per k: "
         + "; ".join(f"k={k}: {v}" for k, v in res.annotated.items()),
         f"- every training: {cfg.steps} steps, default TrainConfig (batch 4 labelled + 4 unlabelled, patch 96, width 16); "
-        f"seeds {cfg.seeds}; scored on the unannotated slices inside the labelled extent; ± is the standard deviation over seeds; "
+        f"seeds {cfg.seeds}; scored on {'the' if cfg.score_stride == 1 else f'one in {cfg.score_stride} of the'} unannotated slices inside the labelled extent; ± is the standard deviation over seeds; "
         f"{res.workers} training(s) at a time, {res.threads or 'default'} torch thread(s) each",
         f"- {', '.join(ds.class_names[1:])}",
         "",

@@ -77,9 +77,10 @@ def _score(trainer, annotated: list[int], hausdorff: bool = True, mc_passes: int
     """Scores on the unannotated slices of the extent; ``suggest``: predict every slice, since the
     suggestions rank them all."""
     ds, axis, extent = _JOB["ds"], _JOB["axis"], _JOB["extent"]
-    scored = evaluation_slices(extent, annotated)
+    stride = _JOB["cfg"].score_stride
+    scored = evaluation_slices(extent, annotated, stride)
     pred = predict(trainer, mc_passes=mc_passes, slices=None if suggest else scored)
-    s = score(pred.labels, ds.labels, ds.class_names, ds.spacing, axis, scored, hausdorff)
+    s = score(pred.labels, ds.labels, ds.class_names, ds.spacing, axis, scored, hausdorff, stride)
     return s, pred
 
 
