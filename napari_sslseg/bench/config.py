@@ -58,5 +58,5 @@ class BenchConfig:
             inference_slices=12,
             inference_all_slices=0,
             memory_steps=2,
-            latency_seconds=5.0,
+            latency_seconds=10.0,
         )

@@ -197,7 +197,8 @@ def speed_section(cfg: BenchConfig, sp: dict) -> list[str]:
             f"| training | {t['p50_ms']:.1f} | {t['p99_ms']:.1f} | {t['max_ms']:.1f} |",
             "",
             f"- steps/s in the viewer {lat['viewer_steps_per_second']:.2f} vs headless {lat['headless_steps_per_second']:.2f} "
-            f"({100 * lat['viewer_steps_per_second'] / lat['headless_steps_per_second']:.1f}%)",
+            f"({100 * lat['viewer_steps_per_second'] / lat['headless_steps_per_second']:.1f}%; headless is the mean of "
+            f"{lat['headless_before']:.2f} before and {lat['headless_after']:.2f} after the viewer)",
         ]
     else:
         lines.append(f"- viewer latency: not measured ({lat.get('error')})")

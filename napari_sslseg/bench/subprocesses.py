@@ -56,6 +56,6 @@ def viewer_latency(crop: Path, cfg: BenchConfig, workdir: Path) -> dict:
     out = workdir / "latency.json"
     cmd = prefix + [sys.executable, "-m", "napari_sslseg._qt.latency", str(crop), str(out), str(cfg.latency_seconds),
                     cfg.overlay_method, str(cfg.threads)]
-    result = _run(cmd, out, timeout=300 + 4 * cfg.latency_seconds)
+    result = _run(cmd, out, timeout=300 + 6 * cfg.latency_seconds)
     result["display"] = how
     return result

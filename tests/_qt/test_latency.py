@@ -12,3 +12,11 @@ def test_probe_measures_timer_lateness(qapp):
     assert min(lateness) >= 0
     s = stats(lateness)
     assert s["ticks"] == len(lateness) and 0 <= s["p50_ms"] <= s["p99_ms"] <= s["max_ms"]
+
+
+def test_rate_counts_steps_inside_the_window_first_to_last():
+    from napari_sslseg._qt.latency import rate_between
+
+    marks = [0.5, 1.0, 1.5, 2.0, 2.5, 9.0]  # steps every 0.5 s, one long after the window
+    assert rate_between(marks, 0.9, 2.6) == 2.0  # 1.0 .. 2.5: 3 intervals in 1.5 s
+    assert rate_between(marks, 3.0, 4.0) == 0.0
