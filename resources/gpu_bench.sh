@@ -16,20 +16,17 @@ assert dry or torch.cuda.is_available(), "no CUDA GPU visible"
 cuda = torch.cuda.is_available()
 full = load_preset("colin27", sys.argv[1])
 ds = crop_to_labels(full, BenchConfig().margin)
-cfg = BenchConfig(speed_steps=200)  # long enough that launch overheads average out
-overlay_limit = 60.0
+cfg = BenchConfig(speed_steps=200, overlay_limit_s=60.0)  # long enough that launch overheads average out
 if dry:
-    cfg = BenchConfig(speed_steps=3, overlay_check_every=5, inference_slices=4, inference_all_slices=2)
-    overlay_limit = 5.0
+    cfg = BenchConfig(speed_steps=3, overlay_check_every=5, overlay_limit_s=5.0, inference_slices=4, inference_all_slices=2)
 card = torch.cuda.get_device_name(0) if cuda else "no GPU (dry run)"
 print(f"GPU: {card}; torch {torch.__version__}; mixed precision {'on' if cuda else 'off'}\n")
 print("| method | steps/s | one step holds |\n|---|---|---|")
 for r in speed.step_rates(ds, cfg, axis=0):
     print(f"| {r.method} | {r.steps_per_second:.1f} | {r.holds} |")
-cfg.overlay_limit_s = overlay_limit
 overlay, trainer = speed.first_overlay(ds, cfg, axis=0)
 print(f"\nfirst useful overlay ({overlay.method}, k={overlay.k}): "
-      + (f"{overlay.seconds:.1f} s at step {overlay.steps}" if overlay.seconds is not None else f"not reached in {overlay_limit:.0f} s"))
+      + (f"{overlay.seconds:.1f} s at step {overlay.steps}" if overlay.seconds is not None else f"not reached in {cfg.overlay_limit_s:.0f} s"))
 speed.inference_time(trainer, full.image, full.spacing, 0, cfg)  # warm-up (cuDNN autotuning, allocations)
 inf = speed.inference_time(trainer, full.image, full.spacing, 0, cfg)
 print(f"inference, {inf.mc_passes} MC passes, {'x'.join(map(str, inf.shape))}: {inf.seconds:.2f} s over the last block, "

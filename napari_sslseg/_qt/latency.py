@@ -38,11 +38,13 @@ def probe(app, seconds: float) -> list[float]:
 
 
 def rate_between(marks: list[float], start: float, end: float) -> float:
-    """Steps per second from the step times that fall in [start, end], first to last (as ``timed_steps``)."""
+    """Steps per second from the step times that fall in [start, end], first to last (as headless)."""
+    from ..bench.speed import steps_per_second
+
     inside = [t for t in marks if start <= t <= end]
     if len(inside) < 2:
         return len(inside) / max(end - start, 1e-9)
-    return (len(inside) - 1) / (inside[-1] - inside[0])
+    return steps_per_second(inside)
 
 
 def stats(lateness: list[float]) -> dict:
@@ -78,7 +80,11 @@ def main(argv: list[str]) -> int:
     # headless: as many steps as fit in about the probe time, timed the same way as in the viewer
     rough = timed_steps(trainer(20), 5)
     n = max(5, int(rough * seconds))
-    report["headless_before"] = timed_steps(trainer(n + 10), n)
+
+    def headless() -> float:
+        return timed_steps(trainer(n + 10), n)
+
+    report["headless_before"] = headless()
 
     viewer = napari.Viewer(show=True)
     viewer.add_image(ds.image, name="image")
@@ -106,7 +112,7 @@ def main(argv: list[str]) -> int:
         app.processEvents()
         time.sleep(0.01)
     viewer.close()
-    report["headless_after"] = timed_steps(trainer(n + 10), n)
+    report["headless_after"] = headless()
     report["headless_steps_per_second"] = (report["headless_before"] + report["headless_after"]) / 2
     with open(out, "w") as f:
         json.dump(report, f)

@@ -55,6 +55,11 @@ def step_description(method: str, cfg: TrainConfig) -> str:
     return f"{cfg.batch_labelled}+{u} slices of {cfg.patch}x{cfg.patch}"
 
 
+def steps_per_second(marks: list[float]) -> float:
+    """Steps per second from the times at which steps ended, first to last."""
+    return (len(marks) - 1) / (marks[-1] - marks[0])
+
+
 def timed_steps(trainer: Trainer, steps: int) -> float:
     """Steps per second of ``trainer`` over ``steps`` steps after the warm-up ones."""
     marks = []
@@ -63,7 +68,7 @@ def timed_steps(trainer: Trainer, steps: int) -> float:
             marks.append(time.perf_counter())
             if len(marks) > WARMUP_STEPS + steps:
                 break
-    return steps / (marks[-1] - marks[WARMUP_STEPS])
+    return steps_per_second(marks[WARMUP_STEPS:])
 
 
 def step_rates(ds: Dataset, cfg: BenchConfig, axis: int, tick=lambda: None) -> list[StepRate]:
