@@ -26,6 +26,11 @@ class TrainConfig:
     eval_every: int = 100  # steps between Dice on the annotated slices
     preview_every: int = 0  # steps between previews of predictions; 0 = none
     preview_mc_passes: int = 8  # MC-dropout passes (last block: cheap) behind the previews' uncertainty and suggestions; 0 = entropy
+    time_budget: float = 0.0  # seconds of training (previews and evaluations not counted); 0 = train for ``steps``; else ``steps`` is only a ceiling
+    foreground_crops: bool = True  # centre patches on each painted class in turn (and on background), so that small structures in large slices are seen (MONAI RandCropByLabelClassesd)
+    prior_input: bool = True  # the network also sees the prior's class probabilities as input channels, and learns to correct them (on annotated slices from the other slices' prior)
+    prior_weight: float = 0.3  # weight of the propagation prior's soft pseudo-labels on unannotated slices (napari_sslseg.prior); 0 = off
+    prior_decay: float = 0.5  # the prior's weight falls linearly to this fraction of itself over the run, as the network's own predictions take over
 
     def to_dict(self) -> dict:
         return asdict(self)

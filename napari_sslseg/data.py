@@ -186,6 +186,12 @@ class Volume:
         done = set(self.annotated)
         return [s for s in range(self.num_slices) if s not in done]
 
+    def prior(self, num_classes: int | None = None, class_names=None):
+        """The propagation prior of the annotated slices (:func:`napari_sslseg.prior.propagate`)."""
+        from .prior import propagate
+
+        return propagate(self.labels, self.annotated, self.axis, self.spacing, num_classes, class_names)
+
     def image_slice(self, index: int) -> np.ndarray:
         """Normalised float32 slice."""
         return self.stats.apply(np.take(self.image, index, axis=self.axis))

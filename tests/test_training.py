@@ -40,8 +40,11 @@ def test_events_in_order(tiny_volume):
     evals = [e for e in events if isinstance(e, EvalEvent)]
     assert [e.step for e in evals] == [3, 6] and 0 <= evals[-1].mean_dice <= 1
     previews = [e for e in events if isinstance(e, PreviewEvent)]
-    assert [p.step for p in previews] == [3, 6]
-    assert previews[0].prediction.labels.shape == tiny_volume.image.shape
+    # the propagation prior comes first, before any step; then the network's previews
+    assert [p.step for p in previews] == [0, 3, 6]
+    assert previews[0].prediction.uncertainty_kind == "entropy"
+    assert np.array_equal(previews[0].prediction.labels[[2, 6, 10]], tiny_volume.labels[[2, 6, 10]])
+    assert previews[1].prediction.labels.shape == tiny_volume.image.shape
     assert isinstance(events[-1], FinishedEvent) and events[-1].reason == "completed"
 
 
@@ -122,3 +125,73 @@ def test_dropout_scope_places_dropout(tiny_volume):
     assert len(dropouts(build_unet(3, width=8, dropout_scope="all"))) > 10
     with pytest.raises(InputError, match="Dropout scope 'middle'"):
         Trainer([tiny_volume], "supervised", TrainConfig(steps=1, dropout_scope="middle"))
+
+
+def test_time_budget_ends_the_run_and_drives_the_schedules(tiny_volume):
+    trainer = Trainer([tiny_volume], "mean_teacher", cfg(steps=10**6, time_budget=1.5, eval_every=0))
+    events = list(trainer.run())
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert events[-1].reason == "completed" and trainer.train_seconds >= 1.5
+    assert len(steps) < 10**6 and steps[-1].eta_seconds == 0
+    assert steps[-1].total <= len(steps) + 1
+    # the schedules count towards the steps the budget is projected to hold at the speed so far,
+    # not towards the million-step ceiling: half the time spent, half the steps done
+    trainer.step, trainer.train_seconds = 40, 0.75
+    assert trainer.total_steps() == 80
+    assert trainer.prior_weight() == pytest.approx(trainer.config.prior_weight * (1.0 - 0.5 * 0.5))
+
+
+def test_prior_term_pulls_the_student_towards_the_prior(tiny_volume):
+    """The prior's pseudo-labels reach the student through the unannotated slices' logits: a loss
+    with gradient there, weighted, and absent when switched off."""
+    import torch
+
+    from napari_sslseg.training import prior_loss
+
+    trainer = Trainer([tiny_volume], "supervised", cfg(steps=2, eval_every=0))
+    step = next(e for e in trainer.run() if isinstance(e, StepEvent))
+    assert step.losses["prior"] > 0 and step.weights["prior"] == pytest.approx(trainer.config.prior_weight)
+    off = Trainer([tiny_volume], "supervised", cfg(steps=2, eval_every=0, prior_weight=0))
+    assert "prior" not in next(e for e in off.run() if isinstance(e, StepEvent)).losses
+
+    logits = torch.zeros(2, 2, 8, 8, requires_grad=True)
+    q = torch.zeros(2, 2, 8, 8)
+    q[:, 1, 2:6, 2:6] = 1
+    q[:, 0] = 1 - q[:, 1]
+    loss = prior_loss(logits, q, torch.ones(2, 1, 8, 8))
+    loss.backward()
+    g = logits.grad
+    assert g[:, 1, 3, 3].lt(0).all() and g[:, 1, 0, 0].gt(0).all()  # raise the structure inside, lower it outside
+    zero = torch.zeros(2, 2, 8, 8, requires_grad=True)
+    prior_loss(zero, q, torch.zeros(2, 1, 8, 8)).backward()
+    assert zero.grad.abs().max() == 0  # no confidence, no pull
+
+
+def test_foreground_crops_find_a_small_structure():
+    """A 3x3 structure in a 128x128 slice: class-centred 32x32 crops hold it in about half the
+    labelled patches (background is the other class drawn), random crops almost never."""
+    rng = np.random.default_rng(0)
+    image = rng.normal(0, 1, (5, 128, 128)).astype(np.float32)
+    labels = np.zeros(image.shape, np.uint8)
+    labels[2, 100:103, 10:13] = 1
+    vol = Volume(image, labels=labels, annotated=[2], name="speck")
+
+    def hits(foreground_crops):
+        trainer = Trainer([vol], "supervised", cfg(foreground_crops=foreground_crops, augment=False, prior_weight=0))
+        ys = [trainer._batch([(0, 2)] * 8, labelled=True)[1] for _ in range(10)]
+        return sum(int(y[i].max() > 0) for y in ys for i in range(len(y)))
+
+    assert hits(True) >= 25
+    assert hits(False) <= 10
+
+
+def test_prior_follows_new_annotations(tiny_volume):
+    trainer = Trainer([tiny_volume], "supervised", cfg(steps=20, eval_every=0))
+    gen = trainer.run()
+    next(gen)
+    new = tiny_volume.labels.copy()
+    new[4] = (tiny_volume.image[4] > 50).astype(np.uint8)
+    trainer.submit(UpdateLabels(0, new))
+    next(gen)
+    assert trainer.priors[0].annotated == [2, 4, 6, 10]
+    gen.close()
