@@ -23,7 +23,7 @@ def main() -> None:
     viewer.window.resize(1600, 1150)
     viewer.open_sample("napari-sslseg", "colin27")
     _, panel = viewer.window.add_plugin_dock_widget("napari-sslseg", "Semi-supervised segmentation")
-    for name, value in {"steps": 300, "preview_every": 40, "eval_every": 10, "threads": 2}.items():
+    for name, value in {"time_budget": 0.0, "steps": 300, "preview_every": 40, "eval_every": 10, "threads": 2}.items():
         panel.settings[name].value = value
     panel.train()
     app = QApplication.instance()

@@ -29,7 +29,7 @@ from ..data import Volume, annotated_slices, default_axis
 from ..devices import pick_device
 from ..errors import InputError
 from ..events import AnnotationsEvent, EvalEvent, FinishedEvent, MessageEvent, PausedEvent, PreviewEvent, StepEvent, UpdateLabels
-from ..inference import predict_volume
+from ..inference import predict_annotated_volume
 from ..methods import METHODS
 from ..training import Trainer, default_class_names, load_model
 from .forms import dataclass_form, form_values
@@ -40,7 +40,7 @@ from .session import TrainingSession
 #: Milliseconds of quiet after painting before the new labels go to the trainer.
 PAINT_DEBOUNCE_MS = 1000
 #: Training settings shown in the main form; the others sit under "Advanced".
-MAIN_SETTINGS = ("steps", "device", "preview_every")
+MAIN_SETTINGS = ("time_budget", "steps", "device", "preview_every")
 AXES = [("0 (z)", 0), ("1 (y)", 1), ("2 (x)", 2)]
 
 
@@ -126,7 +126,10 @@ class TrainingPanel(QWidget):
         self.method_summary.native.setWordWrap(True)
         self.method_options = Container()
         self.settings = dataclass_form(TrainConfig)
-        self.settings.steps.value = 500
+        self.settings.time_budget.value = 120.0  # a user thinks in minutes: 2 of them, then review
+        self.settings.time_budget.label = "time budget (s)"
+        self.settings.time_budget.tooltip = "Seconds of training; 0 = train for 'steps'. Otherwise 'steps' is only a ceiling."
+        self.settings.steps.value = 5000
         self.settings.preview_every.value = 50
         self.settings.threads.value = 0
         self.main_settings = Container(widgets=[self.settings[n] for n in MAIN_SETTINGS])
@@ -364,6 +367,8 @@ class TrainingPanel(QWidget):
             image = self._train_layers[event.volume_index][0]
             if image in self.viewer.layers:
                 self._show(event.prediction, image)
+            if event.step == 0:
+                self.status.value = "Showing your annotated slices interpolated to every slice; training starts…"
         elif isinstance(event, AnnotationsEvent):
             self.annotated[event.volume_index] = list(event.annotated)
             show_info(f"Training now uses {len(event.annotated)} annotated slices of {self._train_layers[event.volume_index][0].name}.")
@@ -523,7 +528,9 @@ class TrainingPanel(QWidget):
         except InputError as exc:
             show_error(str(exc))
             return None
-        worker = create_worker(predict_volume, self.model, volume, mc_passes=8, _start_thread=False, _ignore_errors=True)
+        # with the labels of the image predicted, their prior joins (and feeds a model trained with it)
+        worker = create_worker(predict_annotated_volume, self.model, volume, mc_passes=8, _start_thread=False,
+                               _ignore_errors=True)
         worker.returned.connect(lambda prediction: self._show(prediction, layer) if layer in self.viewer.layers else None)
         worker.errored.connect(lambda exc: show_error(f"Prediction failed: {exc}"))
         self._predict_worker = worker

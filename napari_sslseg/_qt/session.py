@@ -35,7 +35,8 @@ class TrainingSession:
         self.trainer = trainer
         self.paused = False
         self.finished = False
-        self.progress = progress(total=trainer.config.steps, desc=description)
+        self.timed = trainer.config.time_budget > 0  # the bar counts seconds of training, else steps
+        self.progress = progress(total=int(trainer.config.time_budget) if self.timed else trainer.config.steps, desc=description)
         self.worker = create_worker(_guarded, trainer.run(), _start_thread=False, _ignore_errors=True)
         self.worker.yielded.connect(self._on_event)
         self.worker.yielded.connect(on_event)
@@ -52,7 +53,8 @@ class TrainingSession:
 
     def _on_event(self, event) -> None:
         if isinstance(event, StepEvent):
-            self.progress.update(event.step - self.progress.n)
+            done = min(int(self.trainer.train_seconds), self.progress.total) if self.timed else event.step
+            self.progress.update(done - self.progress.n)
         elif isinstance(event, FinishedEvent):
             self.progress.set_description(f"Training {event.reason}")
 
