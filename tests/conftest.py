@@ -10,8 +10,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "napari_sslseg" / "samples"
 DATA = Path(__file__).resolve().parent / "data"
-COLIN_T1 = SAMPLES / "colin27_deep_t1.nii.gz"
-COLIN_LABELS = SAMPLES / "colin27_deep_labels.nii.gz"
+COLIN_T1 = DATA / "colin27_crop_t1.nii.gz"
+COLIN_LABELS = DATA / "colin27_crop_labels.nii.gz"
 BRAIN1_IMAGE = DATA / "brain1_crop_image.nrrd"
 BRAIN1_LABEL = DATA / "brain1_crop_label.nrrd"
 #: Axial slices painted in the end-to-end tests: evenly spaced through the structures (z 4..57).

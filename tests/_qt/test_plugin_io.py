@@ -112,7 +112,7 @@ def test_layer_made_in_napari_is_written_from_scale_and_translate(tmp_path):
 def test_sample_keeps_four_annotated_slices():
     (image, image_kwargs, image_kind), (labels, labels_kwargs, labels_kind) = colin27()
     assert (image_kind, labels_kind) == ("image", "labels")
-    assert image.shape == labels.shape == (64, 88, 96)
+    assert image.shape == labels.shape == (181, 217, 181)  # the whole head, uncropped
     assert np.flatnonzero(labels.any(axis=(1, 2))).tolist() == list(ANNOTATED_SLICES)
     assert labels_kwargs["metadata"]["class_names"][1] == "caudate"
     assert image_kwargs["translate"] == labels_kwargs["translate"]
