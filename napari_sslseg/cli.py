@@ -1,4 +1,4 @@
-"""Command line: ``napari-sslseg methods | train | predict | bench``."""
+"""Command line: ``napari-sslseg methods | train | propagate | predict | bench``."""
 
 from __future__ import annotations
 
@@ -55,6 +55,21 @@ def _parse_options(pairs: list[str] | None) -> dict:
     return out
 
 
+def _read_pair(image_path, labels_path, channel=None):
+    """(image, labels, geometry) of an image and its labels, refused unless they share a grid."""
+    from .errors import InputError
+    from .io import read_volume
+
+    image, geom = read_volume(image_path, channel)
+    labels, lgeom = read_volume(labels_path)
+    if not geom.same_grid(lgeom):
+        raise InputError(
+            f"The labels ({lgeom.describe()}) are not on the image's grid ({geom.describe()}); "
+            "resample them onto the image first."
+        )
+    return image, labels, geom
+
+
 def cmd_methods(args) -> int:
     from .methods import METHODS
 
@@ -78,13 +93,7 @@ def cmd_train(args) -> int:
     from .io import check_writable, read_volume
 
     out = check_writable(args.out)
-    image, geom = read_volume(args.image, args.channel)
-    labels, lgeom = read_volume(args.labels)
-    if not geom.same_grid(lgeom):
-        raise InputError(
-            f"The labels ({lgeom.describe()}) are not on the image's grid ({geom.describe()}); "
-            "resample them onto the image first."
-        )
+    image, labels, geom = _read_pair(args.image, args.labels, args.channel)
     window = _parse_window(args.window)
     volumes = [Volume(image, geom.spacing_zyx, labels, _parse_slices(args.slices), args.axis, Path(args.image).name, window)]
     for path in args.unlabelled or []:
@@ -97,7 +106,10 @@ def cmd_train(args) -> int:
             f"No annotated slice in {args.labels} along axis {v0.axis}: paint at least one slice "
             "(any non-zero class), or name the annotated slices with --slices."
         )
-    config = TrainConfig(steps=args.steps, seed=args.seed, device=args.device, threads=args.threads)
+    if args.time is not None and args.time <= 0:
+        raise InputError(f"--time takes seconds of training, more than 0; got {args.time:g}.")
+    steps = args.steps if args.steps is not None else (1_000_000 if args.time else TrainConfig.steps)
+    config = TrainConfig(steps=steps, seed=args.seed, device=args.device, threads=args.threads, time_budget=args.time or 0.0)
     if args.batch:
         config.batch_labelled = config.batch_unlabelled = args.batch
     if args.eval_every is not None:
@@ -113,9 +125,16 @@ def cmd_train(args) -> int:
         f"{trainer.num_classes} classes, on {trainer.device}.",
         flush=True,
     )
-    bar = tqdm(total=config.steps, initial=trainer.step, unit="step", dynamic_ncols=True, disable=args.quiet)
+    timed = config.time_budget > 0
+    bar = tqdm(total=config.time_budget if timed else config.steps, initial=0 if timed else trainer.step,
+               unit="s" if timed else "step", dynamic_ncols=True, disable=args.quiet,
+               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{postfix}]" if timed else None)
     for event in trainer.run():
         if isinstance(event, StepEvent):
+            if timed:
+                bar.update(min(trainer.train_seconds, config.time_budget) - bar.n)
+                bar.set_postfix(step=event.step, loss=f"{event.losses['total']:.3f}", refresh=False)
+                continue
             bar.update(1)
             bar.set_postfix(loss=f"{event.losses['total']:.3f}", refresh=False)
         elif isinstance(event, EvalEvent):
@@ -136,7 +155,7 @@ def cmd_train(args) -> int:
 
 def cmd_predict(args) -> int:
     from .data import Volume
-    from .inference import predict_volume
+    from .inference import predict_annotated_volume
     from .io import check_writable, read_volume, write_volume
     from .training import load_model
 
@@ -148,20 +167,47 @@ def cmd_predict(args) -> int:
     model.to(device)
     image, geom = read_volume(args.image, args.channel)
     axis = args.axis if args.axis is not None else model.axis
-    volume = Volume(image, geom.spacing_zyx, axis=axis, name=Path(args.image).name, window=_parse_window(args.window))
+    labels = _read_pair(args.image, args.labels, args.channel)[1] if args.labels else None
+    volume = Volume(image, geom.spacing_zyx, labels=labels, annotated=_parse_slices(args.slices), axis=axis,
+                    name=Path(args.image).name, window=_parse_window(args.window))
     t0 = time.perf_counter()
-    pred = predict_volume(model, volume, mc_passes=args.mc_passes, batch_size=args.batch, device=device,
-                          mc_scope=args.mc_scope)
+    pred = predict_annotated_volume(model, volume, mc_passes=args.mc_passes, batch_size=args.batch, device=device,
+                                    mc_scope=args.mc_scope, keep_fraction=args.keep_fraction)
     seconds = time.perf_counter() - t0
     write_volume(pred.labels, geom, out / "labels.nii.gz")
     write_volume(pred.confidence, geom, out / "confidence.nii.gz")
     write_volume(pred.uncertainty, geom, out / "uncertainty.nii.gz")
     counts = np.bincount(pred.labels.ravel(), minlength=model.num_classes)
-    print(f"predicted {volume.num_slices} slices in {seconds:.1f} s ({args.mc_passes} MC-dropout passes, {args.mc_scope} blocks)")
+    print(f"predicted {volume.num_slices} slices in {seconds:.1f} s ({args.mc_passes} MC-dropout passes, {args.mc_scope} blocks"
+          + (f"; with the prior of {len(volume.annotated)} annotated slices" if volume.annotated else "") + ")")
     for c in range(1, model.num_classes):
         print(f"  {model.class_names[c]}: {counts[c]} voxels")
     print(f"slices to annotate next (axis {axis}): {', '.join(map(str, pred.suggestions[:5]))}")
     print(f"written: {out / 'labels.nii.gz'}, {out / 'confidence.nii.gz'}, {out / 'uncertainty.nii.gz'} ({pred.uncertainty_kind})")
+    return 0
+
+
+def cmd_propagate(args) -> int:
+    from .data import Volume
+    from .errors import InputError
+    from .io import check_writable, write_volume
+
+    out = check_writable(args.out)
+    image, labels, geom = _read_pair(args.image, args.labels, args.channel)
+    volume = Volume(image, geom.spacing_zyx, labels, _parse_slices(args.slices), args.axis, Path(args.image).name)
+    if not volume.annotated:
+        raise InputError(f"No annotated slice in {args.labels} along axis {volume.axis}: paint at least one slice.")
+    t0 = time.perf_counter()
+    prior = volume.prior(class_names=args.class_names.split(",") if args.class_names else None)
+    labels_out, confidence, _ = prior.volume()
+    seconds = time.perf_counter() - t0
+    for text in prior.warnings:
+        print(f"warning: {text}", file=sys.stderr)
+    write_volume(labels_out, geom, out / "labels.nii.gz")
+    write_volume(confidence, geom, out / "confidence.nii.gz")
+    print(f"propagated {len(volume.annotated)} annotated slices along axis {volume.axis} to {volume.num_slices} slices "
+          f"in {seconds:.1f} s")
+    print(f"written: {out / 'labels.nii.gz'}, {out / 'confidence.nii.gz'}")
     return 0
 
 
@@ -178,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("labels", help="label volume on the image's grid; slices holding any label count as annotated")
     t.add_argument("--out", required=True, help="output folder (model.pt, config.json)")
     t.add_argument("--method", default="mean_teacher", help="see 'napari-sslseg methods' (default: mean_teacher)")
-    t.add_argument("--steps", type=int, default=2000, help="training steps (default: 2000)")
+    t.add_argument("--steps", type=int, help="training steps (default: 2000; with --time, no limit but the time)")
+    t.add_argument("--time", type=float, metavar="SECONDS",
+                   help="train for this many seconds (previews and Dice checks not counted); the schedules follow the time")
     t.add_argument("--unlabelled", nargs="*", metavar="IMAGE", help="further volumes without labels")
     t.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis of the (z, y, x) array; default: coarsest spacing")
     t.add_argument("--slices", help="annotated slices, comma-separated (default: those holding a label)")
@@ -195,6 +243,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
+    g = sub.add_parser("propagate", help="interpolate the annotated slices to every slice, no training (seconds)")
+    g.add_argument("image", help="volume: NIfTI, NRRD, MHA/MHD file or DICOM folder (its grid is written)")
+    g.add_argument("labels", help="label volume on the image's grid; slices holding any label count as annotated")
+    g.add_argument("--out", required=True, help="output folder: labels.nii.gz, confidence.nii.gz")
+    g.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis; default: coarsest spacing")
+    g.add_argument("--slices", help="annotated slices, comma-separated (default: those holding a label)")
+    g.add_argument("--class-names", help="comma-separated, background first (for the warnings)")
+    g.add_argument("--channel", type=int)
+    g.set_defaults(func=cmd_propagate)
+
     r = sub.add_parser("predict", help="predict labels, confidence and uncertainty for a volume")
     r.add_argument("model", help="a train output folder or its model.pt")
     r.add_argument("image", help="volume: NIfTI, NRRD, MHA/MHD file or DICOM folder")
@@ -205,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "or every dropout layer's (one forward pass each; every block's in a model trained with "
                         "dropout_scope=all)")
     r.add_argument("--batch", type=int, default=8, help="slices per forward pass (default: 8)")
+    r.add_argument("--labels", help="the image's annotated slices (the training labels): their propagation prior "
+                                    "is combined with the network's prediction, which keeps structures near where they were painted")
+    r.add_argument("--slices", help="with --labels: the annotated slices, comma-separated (default: those holding a label)")
+    r.add_argument("--keep-fraction", type=float, default=0.1,
+                   help="per class, remove 3D pieces smaller than this fraction of its largest piece (default: 0.1; 0 = keep all)")
     r.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis (default: the model's)")
     r.add_argument("--device", default="auto")
     r.add_argument("--channel", type=int)
