@@ -2,17 +2,30 @@
 
 import argparse
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from napari_sslseg.bench import add_arguments, run
-from napari_sslseg.bench.datasets import apply_label_map, crop_to_labels, parse_label_map, Dataset
+from napari_sslseg.bench import add_arguments, config_from_args, run
+from napari_sslseg.bench.baselines import INSTALL_HINT, ItkJob, annotated_only, itk_interpolate, itk_missing, run_baselines
+from napari_sslseg.bench.config import BenchConfig
+from napari_sslseg.bench.datasets import apply_label_map, crop_to_labels, load_pair, parse_label_map, Dataset
 from napari_sslseg.bench.guidance import next_slice, simulate
-from napari_sslseg.bench.protocol import evaluation_slices, evenly_spaced, labelled_extent, score
+from napari_sslseg.bench.protocol import evaluation_slices, evenly_spaced, labelled_extent, score, scored_slices
+from napari_sslseg.errors import InputError
 
-SAMPLES = Path(__file__).resolve().parents[1] / "napari_sslseg" / "samples"
+DATA = Path(__file__).resolve().parent / "data"
+SAMPLE_ARGS = [str(DATA / "colin27_crop_t1.nii.gz"), str(DATA / "colin27_crop_labels.nii.gz")]
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def sample_dataset():
+    return load_pair(*SAMPLE_ARGS)
 
 
 @pytest.mark.parametrize("extent,k", [((10, 50), 2), ((10, 50), 4), ((10, 50), 8), ((3, 9), 7), ((0, 0), 1)])
@@ -30,7 +43,7 @@ def test_evenly_spaced_keeps_off_the_ends_and_spreads():
 
 
 def test_too_many_slices_refused():
-    with pytest.raises(Exception):
+    with pytest.raises(InputError, match="Cannot pick 4 distinct slices"):
         evenly_spaced((5, 7), 4)
 
 
@@ -41,6 +54,27 @@ def test_extent_and_evaluation_slices():
     assert labelled_extent(labels, 0) == (3, 7)
     assert evaluation_slices((3, 7), [4, 6]) == [3, 5, 7]
     assert evaluation_slices((3, 9), [4, 6], stride=2) == [3, 7, 9]  # --quick scores one in n
+
+
+def test_scored_slices_are_every_unannotated_slice_of_the_volume():
+    assert scored_slices(10, [4, 6]) == [0, 1, 2, 3, 5, 7, 8, 9]
+    assert scored_slices(10, [4, 6], stride=3) == [0, 3, 8]
+
+
+def test_a_false_positive_outside_the_labelled_extent_lowers_the_dice():
+    """The structure lies on slices 3..6; a model that also paints it on slice 9 (where none exists)
+    is perfect inside the extent, and penalised by the whole-volume protocol."""
+    truth = np.zeros((10, 8, 8), np.uint8)
+    truth[3:7, 2:6, 2:6] = 1
+    pred = truth.copy()
+    pred[9, 2:6, 2:6] = 1  # a false positive, far from every structure
+    names = ["bg", "a"]
+    annotated = [4]
+    inside = score(pred, truth, names, (1.0, 1.0, 1.0), 0, evaluation_slices(labelled_extent(truth, 0), annotated))
+    assert inside.mean_dice == pytest.approx(1.0)
+    whole = score(pred, truth, names, (1.0, 1.0, 1.0), 0, scored_slices(10, annotated))
+    assert whole.mean_dice == pytest.approx(2 * 48 / (48 + 64))  # 3 slices of 16 right, one of 16 painted wrongly
+    assert whole.hd95["a"] > inside.hd95["a"]
 
 
 def test_hausdorff_of_strided_slices_counts_the_gap():
@@ -137,21 +171,33 @@ def test_next_slice_random_never_repeats():
     assert sorted(annotated) == [1, 2, 3, 4, 5, 6]
 
 
-def test_quick_smoke_run_on_the_sample(tmp_path):
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args([
-        str(SAMPLES / "colin27_deep_t1.nii.gz"), str(SAMPLES / "colin27_deep_labels.nii.gz"),
+@pytest.mark.parametrize("extra", [[], ["--crop", "--no-baselines"]])
+def test_quick_smoke_run_on_the_sample(tmp_path, extra):
+    args = parse(SAMPLE_ARGS + [
         "--quick", "--methods", "supervised", "--ks", "2", "--steps", "3", "--threads", "1",
-        "--no-guidance", "--no-speed", "--out", str(tmp_path),
-    ])
+        "--times", "0.5,1", "--time-ks", "2", "--no-speed", "--out", str(tmp_path),
+    ] + extra)
     assert run(args) == 0
     md = (tmp_path / "results.md").read_text()
     assert "| supervised |" in md and "full supervision" in md
+    if extra:
+        assert "cropped (`--crop`) to the labelled box + 8 voxels" in md and "(no training)" not in md
+    else:
+        assert "64x88x96, the whole volume (not cropped)" in md
+        assert "| prior (no training) |" in md and "| itk_interpolation (no training) |" in md
+        assert ("not installed" in md) == (itk_missing() is not None)
+        if itk_missing() is None:
+            assert "loading ITK's libraries took" in md
+    assert "slices outside the labelled extent included" in md
+    assert "after T s of training, k=2" in md and "| 0.5 s | 1 s |" in md
     assert (tmp_path / "curves.png").stat().st_size > 0
     rows = (tmp_path / "results.csv").read_text().splitlines()
     assert rows[0].startswith("dataset,method,k,seed,class,dice,hd95_mm")
     assert any(",supervised,2,0,mean," in r for r in rows)
+    timed = (tmp_path / "time.csv").read_text().splitlines()
+    assert timed[0] == "dataset,method,k,seed,time_s,trained_s,step,class,dice,hd95_mm"
+    assert sum(",supervised,2,0,0.5," in r and ",mean," in r for r in timed) == 1
+    assert sum(",supervised,2,0,1.0," in r and ",mean," in r for r in timed) == 1
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -161,8 +207,8 @@ def test_accuracy_jobs_in_process_and_in_workers(workers):
     from napari_sslseg.bench.datasets import crop_to_labels, load_pair
     from napari_sslseg.bench.runner import CEILING, run_accuracy, trainings_planned
 
-    ds = crop_to_labels(load_pair(SAMPLES / "colin27_deep_t1.nii.gz", SAMPLES / "colin27_deep_labels.nii.gz"), 2)
-    cfg = BenchConfig(methods=["supervised"], ks=[2, 3], seeds=[0, 1], steps=2, workers=workers, threads=1,
+    ds = crop_to_labels(load_pair(DATA / "colin27_crop_t1.nii.gz", DATA / "colin27_crop_labels.nii.gz"), 2)
+    cfg = BenchConfig(methods=["supervised"], ks=[2, 3], seeds=[0, 1], steps=2, workers=workers, threads=1, guidance=True,
                       guidance_start=2, guidance_max=3, guidance_budget=3, guidance_mc_passes=2, speed=False)
     ticks = []
     res = run_accuracy(ds, cfg, tick=ticks.append)
@@ -188,3 +234,209 @@ def test_steps_per_training_defaults(argv, steps):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     assert config_from_args(parser.parse_args(argv)).steps == steps
+
+
+def test_whole_volume_by_default_crop_on_request():
+    from napari_sslseg.bench.main import load
+
+    plain = config_from_args(parse(SAMPLE_ARGS))
+    assert plain.crop is False
+    full, ds = load(parse(SAMPLE_ARGS), plain)
+    assert ds is full
+    cropped_cfg = config_from_args(parse(SAMPLE_ARGS + ["--crop"]))
+    assert cropped_cfg.crop is True
+    full, ds = load(parse(SAMPLE_ARGS + ["--crop"]), cropped_cfg)
+    assert ds.labels.shape != full.labels.shape and np.count_nonzero(ds.labels) == np.count_nonzero(full.labels)
+
+
+@pytest.mark.parametrize("argv,ks,time_ks", [
+    (["--dataset", "colin27"], [2, 4, 8], [4, 8]),
+    (["--dataset", "colin27", "--quick"], [2, 4], [4]),
+    (["--dataset", "brain1"], [2, 3], [2, 3]),
+    (["--dataset", "brain1", "--quick"], [2, 3], [2]),
+    (["--dataset", "breast1"], [1, 2], [1, 2]),
+    (["--dataset", "brain1", "--ks", "2", "--time-ks", "3"], [2], [3]),
+])
+def test_presets_set_their_own_ks(argv, ks, time_ks):
+    cfg = config_from_args(parse(argv))
+    assert (cfg.ks, cfg.time_ks) == (ks, time_ks)
+
+
+def test_quick_and_default_budgets():
+    d = config_from_args(parse(["--dataset", "colin27"]))
+    assert d.times == [15, 30, 60, 120] and d.timed_methods() == d.methods and not d.guidance
+    q = config_from_args(parse(["--dataset", "colin27", "--quick"]))
+    assert q.times == [15, 30, 60] and q.timed_methods() == ["supervised", "mean_teacher"] and q.score_stride == 3
+    q = config_from_args(parse(["--quick", "--methods", "ua_mt,mean_teacher", "--times", "60,15"]))
+    assert q.timed_methods() == ["mean_teacher"] and q.times == [15, 60]
+    assert config_from_args(parse(["--guidance"])).guidance
+    assert config_from_args(parse(["--time-methods", "entropy_min"])).timed_methods() == ["entropy_min"]
+
+
+def test_times_must_be_positive_seconds(capsys):
+    with pytest.raises(SystemExit):
+        parse(["--times", "0,30"])
+    assert "positive seconds" in capsys.readouterr().err
+
+
+def test_too_many_slices_for_the_labels_stop_before_training(tmp_path, capsys):
+    assert run(parse(SAMPLE_ARGS + ["--ks", "2", "--time-ks", "99", "--no-speed", "--out", str(tmp_path)])) == 2
+    assert "cannot annotate k=99" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,classes", [("brain1", ["background", "tumour"]), ("breast1", ["background", "lesion"])])
+def test_radiomics_presets_load(name, classes):
+    from napari_sslseg.bench.datasets import load_preset, shared_data_dir
+
+    if shared_data_dir() is None or not (shared_data_dir() / "radiomics").is_dir():
+        pytest.skip("../shared/data/radiomics is not here")
+    ds = load_preset(name)
+    assert ds.class_names == classes and ds.labels.dtype == np.uint8 and set(np.unique(ds.labels)) == {0, 1}
+    if name == "brain1":
+        assert ds.labels.shape == (25, 256, 256) and labelled_extent(ds.labels, 0) == (11, 17)
+
+
+def cone(n=20, size=24, axis=0):
+    """A cone along ``axis``: a disc whose radius shrinks from slice 3 to slice 16 (class 1), and a
+    fixed square (class 2) on slices 5..14: shapes interpolation recovers well."""
+    labels = np.zeros((n, size, size), np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    for z in range(3, 17):
+        r = 10 - 0.5 * (z - 3)
+        labels[z][(yy - 12) ** 2 + (xx - 12) ** 2 <= r * r] = 1
+    labels[5:15, 2:6, 2:6] = 2
+    return np.moveaxis(labels, 0, axis).copy()
+
+
+def scorer_for(labels, axis, names=("bg", "a", "b")):
+    def scorer(pred, annotated):
+        return score(pred, labels, list(names), (2.0, 1.0, 1.0), axis, scored_slices(labels.shape[axis], annotated))
+    return scorer
+
+
+def test_prior_row_scores_the_propagated_labels():
+    pytest.importorskip("napari_sslseg.prior")
+    labels = cone()
+    rows, info = run_baselines(labels, (2.0, 1.0, 1.0), 0, 3, {3: [5, 10, 14]}, scorer_for(labels, 0), names=("prior",))
+    (row,) = rows
+    assert row.name == "prior" and row.k == 3 and row.note == "" and row.seconds >= 0
+    from napari_sslseg.prior import propagate
+
+    direct, _, _ = propagate(annotated_only(labels, [5, 10, 14], 0), [5, 10, 14], 0, (2.0, 1.0, 1.0), num_classes=3).volume()
+    assert row.scores == scorer_for(labels, 0)(direct, [5, 10, 14])  # its labels, scored as a model's
+    assert row.scores.dice["a"] > 0.6 and np.isfinite(row.scores.mean_hd95)
+    assert info == {}
+
+
+def test_baseline_rows_say_not_installed_when_itk_is_missing(monkeypatch):
+    import napari_sslseg.bench.baselines as baselines
+
+    monkeypatch.setattr(baselines, "itk_missing", lambda: INSTALL_HINT)
+    labels = cone()
+    rows, info = run_baselines(labels, (2.0, 1.0, 1.0), 0, 3, {2: [6, 12], 3: [5, 10, 14]}, scorer_for(labels, 0),
+                               names=("itk_interpolation",))
+    assert [(r.k, r.scores, r.note) for r in rows] == [(2, None, INSTALL_HINT), (3, None, INSTALL_HINT)]
+    assert "itk_load_seconds" not in info
+
+
+@pytest.mark.skipif(itk_missing() is not None, reason="itk-morphologicalcontourinterpolation is not installed")
+def test_itk_interpolation_fills_between_the_annotated_slices():
+    """Along either axis, with the slices detected or named: the annotated slices stay as painted and
+    the shapes between them come back (nothing is painted across the slices: the axis is right)."""
+    annotated = [5, 10, 14]
+    cases = [(axis, slices) for axis in (0, 2) for slices in ("detected", "annotated")]
+    jobs, truths = [], []
+    for axis, slices in cases:
+        labels = cone(axis=axis)
+        truths.append(labels)
+        jobs.append(ItkJob(annotated_only(labels, annotated, axis), annotated, axis, tuple(np.roll((2.0, 1.0, 1.0), axis)),
+                           3, slices))
+    outs, seconds, load_seconds = itk_interpolate(jobs)
+    assert len(seconds) == len(cases) and min(seconds) >= 0 and load_seconds > 0
+    for (axis, slices), labels, job, out in zip(cases, truths, jobs, outs):
+        assert out.dtype == np.uint8 and out.shape == labels.shape
+        assert np.array_equal(np.take(out, annotated, axis=axis), np.take(labels, annotated, axis=axis))
+        between = [s for s in range(5, 15) if s not in annotated]
+        s = score(out, labels, ["bg", "a", "b"], job.spacing, axis, between)
+        assert s.dice["a"] > 0.8 and s.dice["b"] > 0.9, (axis, slices, s.dice)
+
+
+def test_itk_interpolation_refuses_unknown_slice_positions():
+    labels = cone()
+    with pytest.raises(ValueError, match="must be one of detected, annotated"):
+        run_baselines(labels, (2.0, 1.0, 1.0), 0, 3, {3: [5, 10, 14]}, scorer_for(labels, 0), itk_slices="guessed")
+
+
+def test_time_axis_stops_the_clock_while_scoring(monkeypatch):
+    """A fake clock: every reading moves it 10 s and a scoring costs 1000 s, which the training
+    time must not count; checkpoints fall at the first step past each time."""
+    from napari_sslseg.bench.protocol import Scores
+    from napari_sslseg.bench.timeaxis import train_for
+
+    now = [0.0]
+
+    def clock():
+        now[0] += 10.0
+        return now[0]
+
+    seen = []
+
+    def scorer(trainer, annotated):
+        seen.append(trainer.step)
+        now[0] += 1000.0
+        return Scores({"a": 0.5}, {"a": 1.0})
+
+    ds = sample_dataset()
+    run_ = train_for(ds, [20, 40], 0, "supervised", [40.0, 20.0, 60.0], 0, 1, scorer, clock=clock)
+    assert [p.target for p in run_.points] == [20.0, 40.0, 60.0]
+    # the build spans two readings of the clock (20 s), each step one (10 s)
+    assert [p.step for p in run_.points] == [1, 3, 5] and [p.seconds for p in run_.points] == [20.0, 40.0, 60.0]
+    assert seen == [1, 3, 5] and run_.score_seconds == pytest.approx(3 * 1010.0) and run_.ended == ""
+
+
+def test_time_axis_scores_the_rest_where_the_engine_ends_first(monkeypatch):
+    import napari_sslseg.bench.timeaxis as timeaxis
+    from napari_sslseg.bench.protocol import Scores
+
+    monkeypatch.setattr(timeaxis, "MAX_STEPS_PER_SECOND", 0.01)  # 100 s -> 2 steps
+    ds = sample_dataset()
+    run_ = timeaxis.train_for(ds, [20, 40], 0, "supervised", [50.0, 100.0], 0, 1,
+                              lambda trainer, annotated: Scores({"a": float(trainer.step)}, {"a": 0.0}))
+    assert [p.target for p in run_.points] == [50.0, 100.0] and [p.step for p in run_.points] == [2, 2]
+    assert "ended by the engine" in run_.ended
+
+
+def test_time_axis_uses_the_engines_time_budget_where_it_has_one(monkeypatch):
+    from dataclasses import dataclass
+
+    import napari_sslseg.bench.timeaxis as timeaxis
+    from napari_sslseg.config import TrainConfig
+
+    tc = timeaxis.train_config(120.0, 3, 2)
+    assert tc.steps >= 120 * 100 and tc.seed == 3 and tc.threads == 2 and tc.eval_every == 0
+    if timeaxis.has_time_budget():
+        assert tc.time_budget == 120.0 and "time_budget" in timeaxis.schedule_note()
+
+    @dataclass
+    class WithBudget(TrainConfig):
+        time_budget: float = 0.0
+
+    monkeypatch.setattr(timeaxis, "TrainConfig", WithBudget)
+    assert timeaxis.train_config(120.0, 0, 0).time_budget == 120.0
+    assert "time_budget" in timeaxis.schedule_note()
+
+
+def test_time_axis_on_a_tiny_budget_scores_the_whole_volume():
+    from napari_sslseg.bench.runner import run_time_axis
+
+    ds = sample_dataset()
+    cfg = BenchConfig(methods=["supervised", "entropy_min"], time_methods=["supervised"], time_ks=[2, 3],
+                      times=[0.3, 0.6], seeds=[0], score_stride=4, threads=1)
+    tl = run_time_axis(ds, cfg, 0, threads=1)
+    assert tl.times == [0.3, 0.6] and list(tl.annotated) == [2, 3] and tl.threads == 1
+    assert [(r.method, r.k) for r in tl.runs] == [("supervised", 2), ("supervised", 3)]
+    for r in tl.runs:
+        assert [p.target for p in r.points] == [0.3, 0.6]
+        assert all(p.seconds >= p.target and p.step >= 1 for p in r.points)
+        assert set(r.points[0].scores.dice) == set(ds.class_names[1:])
+        assert all(0.0 <= p.scores.mean_dice <= 1.0 for p in r.points)

@@ -1,58 +1,109 @@
-"""``napari-sslseg bench``: accuracy of every method against annotated-slice count, annotation
-guidance, and speed and memory, on any image with dense labels. No Qt here: the viewer
-measurement runs in a subprocess (``napari_sslseg._qt.latency``)."""
+"""``napari-sslseg bench``: accuracy of every method against annotated-slice count and against
+training time, beside baselines that need no training (the propagation prior, ITK's contour
+interpolation), on the whole volume; annotation guidance, and speed and memory, on any image with
+dense labels. No Qt here: the viewer measurement runs in a subprocess (``napari_sslseg._qt.latency``)."""
 
 from __future__ import annotations
 
 import argparse
 
+from .baselines import ITK_SLICES
 from .config import BenchConfig
-from .datasets import PRESET_STEPS, PRESETS
+from .datasets import PRESET_KS, PRESET_STEPS, PRESETS
 
 
 def _ints(text: str) -> list[int]:
     return [int(t) for t in text.split(",") if t.strip()]
 
 
+def _seconds(text: str) -> list[float]:
+    try:
+        times = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not comma-separated seconds, e.g. 15,30,60,120") from None
+    if not times or min(times) <= 0:
+        raise argparse.ArgumentTypeError(f"'{text}': give one or more positive seconds, e.g. 15,30,60,120")
+    return sorted(set(times))
+
+
+def _names(text: str) -> list[str]:
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = BenchConfig()
+    q = d.quick()
+    csv = lambda xs: ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in xs)  # noqa: E731
     parser.add_argument("image", nargs="?", help="image volume (NIfTI, NRRD, MHA, DICOM folder)")
     parser.add_argument("labels", nargs="?", help="dense ground-truth labels on the image's grid")
     parser.add_argument("--dataset", choices=PRESETS, help="a preset from ../shared/data instead of IMAGE LABELS")
     parser.add_argument("--data-dir", help="where the presets live (default ../shared/data)")
     parser.add_argument("--label-map", help="SOURCE:CLASS pairs, e.g. 71:1,72:1,73:2 (others become background)")
-    parser.add_argument("--out", default="bench-results", help="output folder (results.md, results.csv, curves.png)")
-    parser.add_argument("--quick", action="store_true", help="a <= 5 minute run: k 2,4, one seed, 20 steps, sampled timings")
-    parser.add_argument("--methods", help=f"comma-separated (default {','.join(d.methods)})")
-    parser.add_argument("--ks", help=f"annotated-slice counts (default {','.join(map(str, d.ks))})")
-    parser.add_argument("--seeds", help=f"seeds (default {','.join(map(str, d.seeds))})")
-    parser.add_argument("--steps", type=int, help=f"steps per training (default {d.steps}, mni152 "
-                        f"{PRESET_STEPS['mni152']}, --quick 20)")
+    parser.add_argument("--out", default="bench-results", help="output folder (results.md, results.csv, time.csv, curves.png)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a <= 10 minute run: k {csv(q.ks)}, one seed, {q.steps} steps, one in {q.score_stride} slices "
+                             f"scored, time axis {csv(q.times)} s for {csv(q.time_methods)} at k={csv(q.time_ks)}, sampled timings")
+    parser.add_argument("--methods", type=_names, help=f"comma-separated (default {','.join(d.methods)})")
+    parser.add_argument("--ks", type=_ints, help=f"annotated-slice counts of the step-budget table (default {csv(d.ks)}; "
+                        + ", ".join(f"{p} {csv(k)}" for p, k in PRESET_KS.items()) + ")")
+    parser.add_argument("--seeds", type=_ints, help=f"seeds (default {csv(d.seeds)})")
+    parser.add_argument("--steps", type=int, help=f"steps per training of the step-budget table (default {d.steps}, mni152 "
+                        f"{PRESET_STEPS['mni152']}, --quick {q.steps})")
     parser.add_argument("--axis", type=int, default=0, help="slice axis of the protocol (default 0, axial here)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads per training (0 = the cores shared out)")
+    parser.add_argument("--crop", action="store_true",
+                        help=f"crop to the labelled box + {d.margin} voxels (the old protocol: cheaper, but a box no user has); "
+                             "default: train and score on the whole volume")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads per training (0 = the cores shared out; the time axis: all of them)")
     parser.add_argument("--workers", type=int, default=d.workers,
-                        help=f"trainings run at once in the accuracy part, a process each (default {d.workers}; 1 = no processes)")
-    parser.add_argument("--no-guidance", action="store_true", help="skip the annotation-guidance simulation")
+                        help=f"trainings of the step-budget table run at once, a process each (default {d.workers}; 1 = no processes)")
+    parser.add_argument("--times", type=_seconds,
+                        help=f"training times (s) at which the time axis scores each model (default {csv(d.times)}, --quick {csv(q.times)})")
+    parser.add_argument("--time-ks", type=_ints,
+                        help=f"annotated-slice counts of the time axis (default {csv(d.time_ks)}, a preset's ks; --quick the first)")
+    parser.add_argument("--time-methods", type=_names,
+                        help=f"methods of the time axis (default every method; --quick {','.join(q.time_methods)})")
+    parser.add_argument("--no-time", action="store_true", help="skip the time axis")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the prior and ITK interpolation rows")
+    parser.add_argument("--itk-slices", choices=ITK_SLICES, default=d.itk_slices,
+                        help="ITK interpolation's slices: 'detected' by the filter (as 3D Slicer's Fill between slices; default) "
+                             "or 'annotated' (every annotated slice named for every class)")
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("--guidance", action="store_true", help="run the annotation-guidance simulation (off by default)")
+    g.add_argument("--no-guidance", action="store_true", help="skip the annotation-guidance simulation (the default)")
     parser.add_argument("--no-speed", action="store_true", help="skip speed, memory and viewer latency")
 
 
 def config_from_args(args) -> BenchConfig:
     cfg = BenchConfig()
-    if args.quick:
-        cfg = cfg.quick()
+    preset_ks = PRESET_KS.get(args.dataset)
+    if preset_ks:
+        cfg.ks, cfg.time_ks = list(preset_ks), list(preset_ks)
     if args.methods:
-        cfg.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        cfg.methods = list(args.methods)
+    if args.quick:
+        cfg = cfg.quick()  # after the methods: its time axis keeps the quick ones among them
     if args.ks:
-        cfg.ks = _ints(args.ks)
+        cfg.ks = list(args.ks)
     if args.seeds:
-        cfg.seeds = _ints(args.seeds)
+        cfg.seeds = list(args.seeds)
     if args.steps:
         cfg.steps = args.steps
     elif not args.quick and args.dataset in PRESET_STEPS:
         cfg.steps = PRESET_STEPS[args.dataset]
+    if args.times:
+        cfg.times = list(args.times)
+    if args.time_ks:
+        cfg.time_ks = list(args.time_ks)
+    if args.time_methods:
+        cfg.time_methods = list(args.time_methods)
+    cfg.time_axis = cfg.time_axis and not args.no_time
+    cfg.baselines = cfg.baselines and not args.no_baselines
+    cfg.itk_slices = args.itk_slices
+    cfg.crop = args.crop
     cfg.threads = args.threads
     cfg.workers = max(1, args.workers)
-    cfg.guidance = cfg.guidance and not args.no_guidance
+    cfg.guidance = (cfg.guidance or args.guidance) and not args.no_guidance
     cfg.speed = cfg.speed and not args.no_speed
     return cfg
 

@@ -4,22 +4,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+#: The methods of the time axis in a --quick run (the fewest that still compare learning on
+#: unannotated slices with the supervised baseline), where they are among the run's methods.
+QUICK_TIME_METHODS = ("supervised", "mean_teacher")
+
 
 @dataclass
 class BenchConfig:
     """What one ``napari-sslseg bench`` run does."""
 
     methods: list[str] = field(default_factory=lambda: ["supervised", "mean_teacher", "ua_mt", "adversarial", "entropy_min"])  # rows of the table
-    ks: list[int] = field(default_factory=lambda: [2, 4, 8])  # annotated slices, columns of the table
+    ks: list[int] = field(default_factory=lambda: [2, 4, 8])  # annotated slices, columns of the table (a preset may set its own)
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # every (method, k) trains once per seed; spread over these
-    steps: int = 120  # optimiser steps per training, the same for every method (a fair, fixed budget; what fits 30 min on 2 cores)
-    ceiling: bool = True  # also train on every slice (supervised): the upper bound
-    score_stride: int = 1  # score every n-th unannotated slice of the extent (1 = all; --quick: 3, prediction is most of its cost)
-    margin: int = 8  # voxels kept around the labelled extent when cropping (speed; the task is inside the extent)
-    threads: int = 0  # torch CPU threads of each training; 0 = the cores shared out among the workers
-    workers: int = 2  # trainings of the accuracy part run at once, a process each (1.3x the work of one on 2 cores); 1 = in this process
-    # annotation guidance
-    guidance: bool = True  # run the suggested-vs-uniform-vs-random simulation
+    steps: int = 120  # optimiser steps per training, the same for every method (a fair, fixed budget)
+    ceiling: bool = True  # also train on every slice (supervised): the upper bound of converged trainings
+    crop: bool = False  # crop to the labelled box + margin (the old protocol; a user never has that box); default: the whole volume
+    score_stride: int = 1  # score every n-th unannotated slice of the volume (1 = all; --quick: 3, prediction is most of its cost)
+    stride_min_slices: int = 64  # a volume with fewer slices along the axis is scored on every one (a stride would leave too few)
+    margin: int = 8  # voxels kept around the labelled box with ``crop``
+    threads: int = 0  # torch CPU threads of each training; 0 = the cores shared out among the workers (the time axis: all of them)
+    workers: int = 2  # trainings of the step-budget table run at once, a process each (1.3x the work of one on 2 cores); 1 = in this process
+    # baselines without training, rows of every table
+    baselines: bool = True  # the propagation prior and ITK's morphological contour interpolation
+    itk_slices: str = "detected"  # ITK's annotated slices: "detected" by the filter (as 3D Slicer's Fill between slices), or "annotated" (all named, per class)
+    # the time axis: each method trained one at a time with every core for a wall-clock budget, scored at fixed training times
+    time_axis: bool = True
+    times: list[float] = field(default_factory=lambda: [15.0, 30.0, 60.0, 120.0])  # s of training (the clock stops while scoring)
+    time_ks: list[int] = field(default_factory=lambda: [4, 8])  # annotated slices of the time axis (a preset may set its own)
+    time_methods: list[str] | None = None  # None = every method of ``methods``
+    # annotation guidance (off by default since the whole-volume protocol: its rounds would not fit the default hour)
+    guidance: bool = False  # run the suggested-vs-uniform-vs-random simulation
     guidance_method: str = "supervised"  # the method trained in each round (cheapest, so rounds stay affordable)
     guidance_start: int = 2  # slices annotated before the first suggestion
     guidance_max: int = 8  # the uniform curve goes up to this many slices (the Dice to reach)
@@ -41,14 +55,23 @@ class BenchConfig:
     memory_steps: int = 5  # training steps in the memory probe
     latency_seconds: float = 20.0  # probe time per phase (idle, training) in the viewer
 
+    def timed_methods(self) -> list[str]:
+        """The methods of the time axis, in the order of ``methods``."""
+        if self.time_methods is None:
+            return list(self.methods)
+        return list(self.time_methods)
+
     def quick(self) -> "BenchConfig":
-        """The <= 5 minute variant: fewer k, steps and checks; timings partly extrapolated."""
+        """The <= 10 minute variant: fewer k, steps, times and checks; timings partly extrapolated."""
         return replace(
             self,
-            ks=[2, 4],
+            ks=self.ks[:2],
             seeds=self.seeds[:1],
             steps=20,
             score_stride=3,
+            times=[15.0, 30.0, 60.0],
+            time_ks=self.time_ks[:1],
+            time_methods=[m for m in self.methods if m in QUICK_TIME_METHODS] or self.methods[:1],
             guidance_max=4,
             guidance_budget=3,
             guidance_mc_passes=4,

@@ -44,8 +44,8 @@ def next_slice(strategy: str, annotated: list[int], extent: tuple[int, int], pre
     if not inside:
         raise ValueError("Every slice of the labelled extent is annotated already.")
     if strategy == "suggested":
-        # the engine's ranking; its top choice outside the extent would be an all-background slice,
-        # which the protocol does not score, so the best suggestion inside it is taken
+        # the engine's ranking; the simulated user annotates inside the labelled extent (a choice
+        # outside it would be an all-background slice), so the best suggestion inside it is taken
         for s in prediction.suggestions:
             if int(s) not in done and extent[0] <= int(s) <= extent[1]:
                 return int(s)

@@ -1,8 +1,7 @@
-"""One benchmark run: load, train and score, time, and write the report."""
+"""One benchmark run: load, score the baselines, train and score, time, and write the report."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shlex
@@ -14,12 +13,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..config import TrainConfig
 from ..errors import InputError
 from ..methods import METHODS
 from . import report, speed, subprocesses, targets
 from .config import BenchConfig
-from .datasets import crop_to_labels, load_pair, load_preset, parse_label_map
-from .runner import run_accuracy, trainings_planned
+from .datasets import PRESETS, crop_to_labels, load_pair, load_preset, parse_label_map
+from .protocol import labelled_extent
+from .runner import (baseline_ks, run_accuracy, run_baseline_rows, run_time_axis, time_trainings_planned,
+                     trainings_planned)
+from .timeaxis import schedule_note
 
 
 def machine() -> str:
@@ -39,31 +42,48 @@ def machine() -> str:
 
 
 def load(args, cfg: BenchConfig):
+    """The data set as loaded, and what the benchmark trains on: the same (the whole volume) or, with
+    ``cfg.crop``, its labelled box plus a margin."""
     if args.dataset:
         full = load_preset(args.dataset, args.data_dir)
     elif args.image and args.labels:
         full = load_pair(args.image, args.labels, parse_label_map(args.label_map))
     else:
-        raise InputError("Give IMAGE LABELS, or --dataset colin27|mni152.")
-    return full, crop_to_labels(full, cfg.margin)
+        raise InputError(f"Give IMAGE LABELS, or --dataset {'|'.join(PRESETS)}.")
+    return full, (crop_to_labels(full, cfg.margin) if cfg.crop else full)
+
+
+def check_ks(ds, cfg: BenchConfig, axis: int) -> None:
+    """Every k of both tables fits the labelled extent (before an hour of training, not inside it)."""
+    if not 0 <= axis < ds.labels.ndim:
+        raise InputError(f"Axis {axis} does not exist in a {ds.labels.ndim}D volume.")
+    lo, hi = labelled_extent(ds.labels, axis)
+    too_many = [k for k in baseline_ks(cfg) if not 1 <= k <= hi - lo + 1]
+    if too_many:
+        raise InputError(f"The labels cover {hi - lo + 1} slices along axis {axis} ({lo}..{hi}): cannot annotate "
+                         f"k={', '.join(map(str, too_many))} of them (--ks, --time-ks).")
 
 
 def main(args, cfg: BenchConfig) -> int:
-    unknown = [m for m in cfg.methods if m not in METHODS]
+    unknown = [m for m in list(cfg.methods) + cfg.timed_methods() if m not in METHODS]
     if unknown:
-        print(f"Unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}", file=sys.stderr)
+        print(f"Unknown method(s) {', '.join(dict.fromkeys(unknown))}; known: {', '.join(METHODS)}", file=sys.stderr)
         return 2
+    all_threads = cfg.threads or torch.get_num_threads()  # the time axis: one training with every core
     try:
         full, ds = load(args, cfg)
+        check_ks(ds, cfg, args.axis)
     except InputError as exc:
         print(exc, file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     axis = args.axis
+    if ds.labels.shape[axis] < cfg.stride_min_slices:
+        cfg.score_stride = 1  # few slices: every one is scored, cheaply
     start = time.perf_counter()
     n_speed = (len(cfg.methods) + 4) if cfg.speed else 0
-    bar = tqdm(total=trainings_planned(cfg) + n_speed, desc=f"bench {ds.name}", unit="job")
+    bar = tqdm(total=trainings_planned(cfg) + time_trainings_planned(cfg) + n_speed, desc=f"bench {ds.name}", unit="job")
     parts: dict[str, float] = {}  # wall seconds of each part, for the report
 
     def timed(name, fn, *a, **kw):
@@ -72,8 +92,13 @@ def main(args, cfg: BenchConfig) -> int:
         parts[name] = time.perf_counter() - t0
         return out
 
-    res = timed("accuracy and guidance", run_accuracy, ds, cfg, axis, tick=bar.update)
-    results: dict = {}
+    # the baselines first, alone: their seconds are part of the result
+    rows, info = timed("baselines", run_baseline_rows, ds, cfg, axis) if cfg.baselines else ([], {})
+    res = timed("step-budget table" + (" and guidance" if cfg.guidance else ""), run_accuracy, ds, cfg, axis, tick=bar.update)
+    res.baselines, res.baseline_info = rows, info
+    timeline = (timed("time axis", run_time_axis, ds, cfg, axis, all_threads, tick=bar.update)
+                if cfg.time_axis and cfg.timed_methods() and cfg.time_ks else None)
+    results: dict = {"timeline": timeline}
     if cfg.speed:
         results["rates"] = timed("steps/s", speed.step_rates, ds, cfg, axis, tick=bar.update)
         results["overlay"], trainer = timed("first overlay", speed.first_overlay, ds, cfg, axis)
@@ -86,13 +111,15 @@ def main(args, cfg: BenchConfig) -> int:
                                       subprocesses.save_dataset(full, tmp / "full.npz"), cfg, tmp)
             bar.update()
             results["latency"] = timed("viewer", subprocesses.viewer_latency,
-                                       subprocesses.save_dataset(ds, tmp / "crop.npz"), cfg, tmp)
+                                       subprocesses.save_dataset(ds, tmp / "volume.npz"), cfg, tmp)
             bar.update()
     bar.close()
     total = time.perf_counter() - start
     results["parts"] = parts
     report.write_csv(res, ds.name, out / "results.csv")
-    report.plot(res, cfg.methods, cfg.ks, ds.name, out / "curves.png")
+    if timeline is not None:
+        report.write_time_csv(timeline, ds.name, out / "time.csv")
+    report.plot(res, cfg.methods, cfg.ks, ds.name, out / "curves.png", timeline)
     md = render(args, cfg, full, ds, res, results, total)
     (out / "results.md").write_text(md)
     print(md)
@@ -103,18 +130,30 @@ def render(args, cfg, full, ds, res, sp, total) -> str:
     argv = sys.argv[1:]
     argv = argv[1:] if argv[:1] == ["bench"] else argv  # run as the CLI's subcommand or as a module
     cmd = "napari-sslseg bench " + " ".join(shlex.quote(a) for a in argv)
+    shape = "x".join(map(str, full.image.shape))
+    data = (f"{shape} cropped (`--crop`) to the labelled box + {cfg.margin} voxels: {'x'.join(map(str, ds.image.shape))}"
+            if cfg.crop else f"{shape}, the whole volume (not cropped)")
+    where = "crop" if cfg.crop else "volume"
+    timeline = sp.get("timeline")
+    annotated = dict(res.annotated)
+    if timeline is not None:
+        annotated.update(timeline.annotated)
     lines = [
         f"## {ds.name}: {'quick' if args.quick else 'full'} run",
         "",
         f"- command: `{cmd}`; total {total / 60:.1f} min"
         + (" (" + ", ".join(f"{k} {v / 60:.1f} min" for k, v in sp["parts"].items()) + ")" if sp.get("parts") else ""),
         f"- machine: {machine()}",
-        f"- data: {ds.source}; {'x'.join(map(str, full.image.shape))} cropped to the labelled box + {cfg.margin} voxels: "
-        f"{'x'.join(map(str, ds.image.shape))} (z, y, x), spacing {ds.spacing} mm; slices along axis {axis_name(args.axis)}",
-        f"- labelled extent along the axis: slices {res.extent[0]}..{res.extent[1]} of the crop; annotated slices per k: "
-        + "; ".join(f"k={k}: {v}" for k, v in res.annotated.items()),
-        f"- every training: {cfg.steps} steps, default TrainConfig (batch 4 labelled + 4 unlabelled, patch 96, width 16); "
-        f"seeds {cfg.seeds}; scored on {'the' if cfg.score_stride == 1 else f'one in {cfg.score_stride} of the'} unannotated slices inside the labelled extent; ± is the standard deviation over seeds; "
+        f"- data: {ds.source}; {data} (z, y, x), spacing {tuple(round(float(x), 4) for x in ds.spacing)} mm; slices along axis {axis_name(args.axis)}",
+        f"- labelled extent along the axis: slices {res.extent[0]}..{res.extent[1]} of the {res.num_slices} of the {where}; "
+        "annotated slices per k (evenly spaced over the extent): " + "; ".join(f"k={k}: {annotated[k]}" for k in sorted(annotated)),
+        f"- scored: Dice and 95% Hausdorff distance (MONAI) per class, then their mean over the classes, on "
+        f"{'every' if cfg.score_stride == 1 else f'one in {cfg.score_stride} of the'} unannotated slice"
+        f"{'' if cfg.score_stride == 1 else 's'} of the {where} ({res.num_slices} - k slices), "
+        "the slices outside the labelled extent included: a structure painted where none exists counts against a model",
+        f"- budget of this run: {budget_line(cfg, res, timeline)}",
+        f"- step-budget table: every training {cfg.steps} steps, {train_config_line()}; seeds {cfg.seeds}; "
+        "± is the standard deviation over seeds; "
         f"{res.workers} training(s) at a time, {res.threads or 'default'} torch thread(s) each",
         f"- {', '.join(ds.class_names[1:])}",
         "",
@@ -131,6 +170,12 @@ def render(args, cfg, full, ds, res, sp, total) -> str:
         report.per_class_table(res, max(cfg.ks)),
         "",
     ]
+    if res.baselines:
+        lines += ["### Baselines without training: mean Dice (95% HD, mm) and their own seconds", "",
+                  report.baseline_table(res.baselines), ""]
+        lines += report.baseline_notes(res.baselines, res.baseline_info, cfg.itk_slices)
+    if timeline is not None:
+        lines += report.time_section(timeline, res.baselines, cfg.score_stride)
     if res.curves:
         lines += [
             f"### Which slice to annotate next ({cfg.guidance_method}, seed {cfg.seeds[0]}, {cfg.guidance_mc_passes} MC passes "
@@ -151,6 +196,36 @@ def render(args, cfg, full, ds, res, sp, total) -> str:
     return "\n".join(lines)
 
 
+def train_config_line() -> str:
+    """The engine's default TrainConfig, which every training uses, in words."""
+    tc = TrainConfig()
+    words = [f"batch {tc.batch_labelled} labelled + {tc.batch_unlabelled} unlabelled", f"patch {tc.patch}", f"width {tc.width}",
+             f"lr {tc.lr:g}"]
+    if getattr(tc, "foreground_crops", False):
+        words.append("patches centred on each class in turn")
+    if getattr(tc, "prior_weight", 0) > 0:
+        words.append(f"propagation-prior term on unannotated slices, weight {tc.prior_weight:g} falling to "
+                     f"{tc.prior_weight * getattr(tc, 'prior_decay', 1.0):g} (every method, supervised included)")
+    return "default TrainConfig (" + ", ".join(words) + ")"
+
+
+def budget_line(cfg: BenchConfig, res, timeline) -> str:
+    """What this run trained, in one line (the header of the report)."""
+    trainings = len(cfg.methods) * len(cfg.ks) * len(cfg.seeds)
+    parts = [f"step-budget table {len(cfg.methods)} method(s) x k {', '.join(map(str, cfg.ks))} x {len(cfg.seeds)} seed(s) = "
+             f"{trainings} training(s) of {cfg.steps} steps" + (f" + {len(cfg.seeds)} full-supervision" if cfg.ceiling else "")]
+    if timeline is not None:
+        methods = list(dict.fromkeys(r.method for r in timeline.runs))
+        parts.append(f"time axis {len(methods)} method(s) ({', '.join(methods)}) x k {', '.join(map(str, timeline.annotated))}, "
+                     f"scored at {', '.join(f'{t:g}' for t in timeline.times)} s of training, one training at a time with "
+                     f"{timeline.threads} torch thread(s); {schedule_note()}")
+    else:
+        parts.append("no time axis")
+    parts.append("baselines " + (", ".join(dict.fromkeys(b.name for b in res.baselines)) if res.baselines else "none"))
+    parts.append("annotation guidance " + ("on" if cfg.guidance else "off (`--guidance` runs it)"))
+    return "; ".join(parts)
+
+
 def axis_name(axis: int) -> str:
     return f"{axis} ({['z', 'y', 'x'][axis]})"
 
@@ -162,7 +237,7 @@ def speed_section(cfg: BenchConfig, sp: dict) -> list[str]:
     checks = ", ".join(f"{s}: {d:.2f} @ {t:.0f}s" for s, t, d in ov.checks)
     lines += [
         "",
-        f"- steps/s: {cfg.speed_steps} steps timed after {speed.WARMUP_STEPS} warm-up steps, k={cfg.overlay_k}, the crop above",
+        f"- steps/s: {cfg.speed_steps} steps timed after {speed.WARMUP_STEPS} warm-up steps, k={cfg.overlay_k}, the volume above",
         f"- first useful overlay ({ov.method}, k={ov.k}, mean Dice >= {ov.target} on unannotated slices; training time only, "
         f"checked every {cfg.overlay_check_every} steps on one unannotated slice in {cfg.overlay_slice_stride}): "
         + (f"**{ov.seconds:.0f} s** at step {ov.steps}" if ov.seconds is not None else f"**not reached** within {ov.limit_s:.0f} s")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -12,7 +12,6 @@ from monai.metrics import compute_dice, compute_hausdorff_distance
 from ..config import TrainConfig
 from ..data import Volume
 from ..errors import InputError
-from ..inference import predict_volume
 from ..training import Trainer
 from .datasets import Dataset
 
@@ -41,9 +40,15 @@ def evenly_spaced(extent: tuple[int, int], k: int) -> list[int]:
 
 
 def evaluation_slices(extent: tuple[int, int], annotated: list[int], stride: int = 1) -> list[int]:
-    """What is scored: the unannotated slices inside the labelled extent (every ``stride``-th of them)."""
+    """The unannotated slices inside ``extent`` (inclusive), every ``stride``-th of them."""
     done = set(annotated)
     return [s for s in range(extent[0], extent[1] + 1) if s not in done][::max(1, stride)]
+
+
+def scored_slices(num_slices: int, annotated: list[int], stride: int = 1) -> list[int]:
+    """What is scored: every unannotated slice of the volume (every ``stride``-th of them), not only
+    those of the labelled extent, so that a structure painted where none exists counts against a model."""
+    return evaluation_slices((0, num_slices - 1), annotated, stride)
 
 
 def _one_hot(labels: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -104,21 +109,28 @@ def score(pred: np.ndarray, truth: np.ndarray, class_names: list[str], spacing, 
     return Scores(dice, hd)
 
 
-def training_volume(ds: Dataset, annotated: list[int], axis: int) -> Volume:
-    """A volume whose labels exist only on the annotated slices, so nothing else can leak in."""
-    labels = np.zeros_like(ds.labels)
-    idx = [slice(None)] * 3
+def annotated_only(labels: np.ndarray, annotated: list[int], axis: int) -> np.ndarray:
+    """``labels`` with every slice but the annotated ones cleared: all a method or baseline is given."""
+    out = np.zeros_like(labels)
+    idx = [slice(None)] * labels.ndim
     for s in annotated:
         idx[axis] = s
-        labels[tuple(idx)] = ds.labels[tuple(idx)]
-    return Volume(ds.image, ds.spacing, labels=labels, annotated=list(annotated), axis=axis, name=ds.name)
+        out[tuple(idx)] = labels[tuple(idx)]
+    return out
+
+
+def training_volume(ds: Dataset, annotated: list[int], axis: int) -> Volume:
+    """A volume whose labels exist only on the annotated slices, so nothing else can leak in."""
+    return Volume(ds.image, ds.spacing, labels=annotated_only(ds.labels, annotated, axis), annotated=list(annotated),
+                  axis=axis, name=ds.name)
 
 
 def train(ds: Dataset, annotated: list[int], axis: int, method: str, steps: int, seed: int, threads: int = 0,
-          on_step=None) -> Trainer:
-    """Train one model on ``annotated`` slices of ``ds``; ``on_step()`` is called after each step."""
+          on_step=None, **settings) -> Trainer:
+    """Train one model on ``annotated`` slices of ``ds``; ``on_step()`` is called after each step;
+    ``settings``: TrainConfig fields to change."""
     volume = training_volume(ds, annotated, axis)
-    cfg = TrainConfig(steps=steps, seed=seed, threads=threads, eval_every=0, preview_every=0)
+    cfg = TrainConfig(steps=steps, seed=seed, threads=threads, eval_every=0, preview_every=0, **settings)
     trainer = Trainer([volume], method=method, config=cfg, class_names=ds.class_names)
     for event in trainer.run():
         if on_step is not None and type(event).__name__ == "StepEvent":
@@ -127,8 +139,8 @@ def train(ds: Dataset, annotated: list[int], axis: int, method: str, steps: int,
 
 
 def predict(trainer: Trainer, mc_passes: int = 0, slices: list[int] | None = None):
-    """The trained model's prediction of its (only) volume: labels and uncertainty only (the
-    teacher-student and discriminator maps would cost a network pass each and are not scored)."""
-    full = trainer.segmentation_model()
-    model = replace(full, teacher=None, discriminator=None)
-    return predict_volume(model, trainer.pool.volumes[0], mc_passes=mc_passes, slices=slices)
+    """The trained model's prediction of its (only) volume as a user gets it (with the prior of the
+    annotated slices, small stray pieces removed when every slice is predicted); labels and
+    uncertainty only (the teacher-student and discriminator maps would cost a network pass each
+    and are not scored)."""
+    return trainer.predict(0, mc_passes=mc_passes, slices=slices, extra_maps=False)

@@ -1,8 +1,13 @@
-"""The accuracy part: the method x k table over seeds, the ceiling, and the guidance curves.
+"""The accuracy part: the method x k table over seeds, the ceiling, the guidance curves, the
+baselines without training, and the time axis.
 
-Every training is a job. With ``workers`` > 1 the jobs run in that many processes side by
-side, each with its share of the CPU threads: on 2 cores two one-thread trainings do 1.3x
-the work of one two-thread training, and nothing in a score depends on the clock.
+Every training of the step-budget table is a job. With ``workers`` > 1 the jobs run in that many
+processes side by side, each with its share of the CPU threads: on 2 cores two one-thread trainings
+do 1.3x the work of one two-thread training, and nothing in a score depends on the clock. The time
+axis depends on the clock: its trainings run one at a time, in this process, with every core.
+
+Every model (and baseline) is scored on every unannotated slice of the volume (``scored_slices``),
+not only inside the labelled extent: a structure painted where none exists is a false positive.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from .baselines import BaselineResult, run_baselines
 from .config import BenchConfig
 from .datasets import Dataset
 from .guidance import STRATEGIES, Curve, chain, trainings_needed
-from .protocol import Scores, evaluation_slices, evenly_spaced, labelled_extent, predict, score, train
+from .protocol import Scores, evenly_spaced, labelled_extent, predict, score, scored_slices, train
+from .timeaxis import TimeRun, train_for
 
 CEILING = "full supervision"
 
@@ -47,13 +54,36 @@ class AccuracyResults:
     guidance_seconds: float = 0.0  # training + prediction time of the guidance jobs, summed
     workers: int = 1  # trainings that ran at once
     threads: int = 0  # torch threads of each
+    num_slices: int = 0  # slices of the volume along the axis (every unannotated one is scored)
+    baselines: list[BaselineResult] = field(default_factory=list)  # no training; every k of both tables
+    baseline_info: dict = field(default_factory=dict)  # e.g. ITK's one-off library load, s
+
+
+@dataclass
+class TimeResults:
+    """The time axis: every timed method at every k, one seed, scored at ``times`` s of training."""
+
+    times: list[float]
+    annotated: dict[int, list[int]]  # k -> the annotated slices
+    threads: int  # torch threads of each training (one at a time)
+    runs: list[TimeRun] = field(default_factory=list)
 
 
 def trainings_planned(cfg: BenchConfig) -> int:
+    """Trainings of the step-budget table and the guidance (what the worker pool runs)."""
     n = len(cfg.methods) * len(cfg.ks) * len(cfg.seeds) + (len(cfg.seeds) if cfg.ceiling else 0)
     if cfg.guidance:
         n += trainings_needed(cfg.guidance_start, cfg.guidance_budget, cfg.guidance_max)
     return n
+
+
+def time_trainings_planned(cfg: BenchConfig) -> int:
+    return len(cfg.timed_methods()) * len(cfg.time_ks) if cfg.time_axis else 0
+
+
+def baseline_ks(cfg: BenchConfig) -> list[int]:
+    """Every k a table shows: the step-budget table's and the time axis's."""
+    return sorted(set(cfg.ks) | (set(cfg.time_ks) if cfg.time_axis else set()))
 
 
 def worker_threads(cfg: BenchConfig) -> int:
@@ -74,19 +104,21 @@ def _setup(ds: Dataset, cfg: BenchConfig, axis: int, extent: tuple[int, int], th
 
 
 def _score(trainer, annotated: list[int], hausdorff: bool = True, mc_passes: int = 0, suggest: bool = False):
-    """Scores on the unannotated slices of the extent; ``suggest``: predict every slice, since the
+    """Scores on the unannotated slices of the volume; ``suggest``: predict every slice, since the
     suggestions rank them all."""
-    ds, axis, extent = _JOB["ds"], _JOB["axis"], _JOB["extent"]
+    ds, axis = _JOB["ds"], _JOB["axis"]
     stride = _JOB["cfg"].score_stride
-    scored = evaluation_slices(extent, annotated, stride)
-    pred = predict(trainer, mc_passes=mc_passes, slices=None if suggest else scored)
+    scored = scored_slices(ds.labels.shape[axis], annotated, stride)
+    # every slice when all are scored anyway: the prediction is then cleaned of stray pieces in 3D,
+    # as the user's is; a prediction of some slices only is scored as it comes
+    pred = predict(trainer, mc_passes=mc_passes, slices=None if suggest or stride == 1 else scored)
     s = score(pred.labels, ds.labels, ds.class_names, ds.spacing, axis, scored, hausdorff, stride)
     return s, pred
 
 
-def _train(annotated: list[int], method: str, seed: int):
+def _train(annotated: list[int], method: str, seed: int, **settings):
     cfg = _JOB["cfg"]
-    return train(_JOB["ds"], annotated, _JOB["axis"], method, cfg.steps, seed, _JOB["threads"])
+    return train(_JOB["ds"], annotated, _JOB["axis"], method, cfg.steps, seed, _JOB["threads"], **settings)
 
 
 def _grid_job(method: str, k: int, seed: int) -> list[RunResult]:
@@ -98,9 +130,11 @@ def _grid_job(method: str, k: int, seed: int) -> list[RunResult]:
 
 
 def _ceiling_job(ks: list[int], seed: int) -> list[RunResult]:
-    """Supervised on every slice: one model, scored on each column's unannotated slices."""
+    """Supervised on every slice: one model, scored on each column's unannotated slices. Without the
+    propagation prior: with every slice annotated it is the ground truth itself, which would score 1."""
     t0 = time.perf_counter()
-    trainer = _train(list(range(_JOB["ds"].labels.shape[_JOB["axis"]])), "supervised", seed)
+    trainer = _train(list(range(_JOB["ds"].labels.shape[_JOB["axis"]])), "supervised", seed,
+                     prior_input=False, prior_weight=0.0)
     seconds = time.perf_counter() - t0
     return [RunResult(CEILING, k, seed, _score(trainer, evenly_spaced(_JOB["extent"], k))[0], seconds) for k in ks]
 
@@ -152,7 +186,7 @@ def run_accuracy(ds: Dataset, cfg: BenchConfig, axis: int = 0, tick=lambda n=1: 
     extent = labelled_extent(ds.labels, axis)
     threads = worker_threads(cfg) if cfg.workers > 1 else cfg.threads
     res = AccuracyResults(axis, extent, {k: evenly_spaced(extent, k) for k in cfg.ks},
-                          workers=max(1, cfg.workers), threads=threads)
+                          workers=max(1, cfg.workers), threads=threads, num_slices=ds.labels.shape[axis])
     todo: deque = deque()
     if cfg.guidance:  # first, so that its chains (the longest jobs) start early
         todo.append(("first", _guidance_first_job, ()))
@@ -193,6 +227,37 @@ def run_accuracy(ds: Dataset, cfg: BenchConfig, axis: int = 0, tick=lambda n=1: 
     res.runs.sort(key=lambda r: (r.seed, order[r.method], r.k))
     res.curves = {s: res.curves[s] for s in STRATEGIES if s in res.curves}
     return res
+
+
+def run_baseline_rows(ds: Dataset, cfg: BenchConfig, axis: int = 0) -> tuple[list[BaselineResult], dict]:
+    """The baselines at every k of both tables, scored as the models are (on their own, before any
+    training, so that their seconds are not shared with one)."""
+    extent = labelled_extent(ds.labels, axis)
+    n = ds.labels.shape[axis]
+
+    def scorer(pred, annotated):
+        return score(pred, ds.labels, ds.class_names, ds.spacing, axis, scored_slices(n, annotated, cfg.score_stride),
+                     True, cfg.score_stride)
+
+    return run_baselines(ds.labels, ds.spacing, axis, len(ds.class_names),
+                         {k: evenly_spaced(extent, k) for k in baseline_ks(cfg)}, scorer, cfg.itk_slices)
+
+
+def run_time_axis(ds: Dataset, cfg: BenchConfig, axis: int = 0, threads: int = 0, tick=lambda n=1: None) -> TimeResults:
+    """Every timed method at every time k, one at a time in this process with ``threads`` torch threads
+    (0 = torch's default, every core), scored at ``cfg.times`` s of training; ``tick(1)`` after each."""
+    extent = labelled_extent(ds.labels, axis)
+    _setup(ds, cfg, axis, extent, threads)
+    out = TimeResults(sorted(cfg.times), {k: evenly_spaced(extent, k) for k in cfg.time_ks}, threads or torch.get_num_threads())
+
+    def scorer(trainer, annotated):
+        return _score(trainer, annotated)[0]
+
+    for k, annotated in out.annotated.items():
+        for method in cfg.timed_methods():
+            out.runs.append(train_for(ds, annotated, axis, method, cfg.times, cfg.seeds[0], threads, scorer))
+            tick(1)
+    return out
 
 
 def summarise(res: AccuracyResults, metric: str = "dice") -> dict[tuple[str, int], tuple[float, float]]:

@@ -15,7 +15,7 @@ from ..networks import build_unet
 from ..training import Trainer
 from .config import BenchConfig
 from .datasets import Dataset
-from .protocol import evaluation_slices, evenly_spaced, labelled_extent, predict, score, training_volume
+from .protocol import evenly_spaced, labelled_extent, predict, score, scored_slices, training_volume
 
 #: Steps left out of every timing: the first ones pay for allocations and MONAI set-up.
 WARMUP_STEPS = 3
@@ -88,7 +88,7 @@ def first_overlay(ds: Dataset, cfg: BenchConfig, axis: int) -> tuple[Overlay, Tr
     clock at each check; the first check with mean Dice >= target gives the time."""
     extent = labelled_extent(ds.labels, axis)
     annotated = evenly_spaced(extent, cfg.overlay_k)
-    scored = evaluation_slices(extent, annotated)[:: cfg.overlay_slice_stride]
+    scored = scored_slices(ds.labels.shape[axis], annotated, cfg.overlay_slice_stride)
     tc = TrainConfig(threads=cfg.threads, eval_every=0, preview_every=0)
     trainer = Trainer([training_volume(ds, annotated, axis)], method=cfg.overlay_method, config=tc,
                       class_names=ds.class_names)

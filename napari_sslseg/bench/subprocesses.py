@@ -49,12 +49,13 @@ def display_prefix() -> tuple[list[str] | None, str]:
     return None, "no display and no xvfb-run: the viewer latency was not measured"
 
 
-def viewer_latency(crop: Path, cfg: BenchConfig, workdir: Path) -> dict:
+def viewer_latency(volume: Path, cfg: BenchConfig, workdir: Path) -> dict:
+    """The viewer's event-loop latency with the benchmark's volume (an npz from :func:`save_dataset`)."""
     prefix, how = display_prefix()
     if prefix is None:
         return {"error": how}
     out = workdir / "latency.json"
-    cmd = prefix + [sys.executable, "-m", "napari_sslseg._qt.latency", str(crop), str(out), str(cfg.latency_seconds),
+    cmd = prefix + [sys.executable, "-m", "napari_sslseg._qt.latency", str(volume), str(out), str(cfg.latency_seconds),
                     cfg.overlay_method, str(cfg.threads)]
     result = _run(cmd, out, timeout=300 + 6 * cfg.latency_seconds)
     result["display"] = how
