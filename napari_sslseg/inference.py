@@ -238,18 +238,20 @@ def predict_volume(
                 out["uncertainty"] = (_entropy(mean) - exp_h).clamp(min=0)
             else:
                 out["uncertainty"] = out["entropy"]
-            # what a slice is worth annotating: uncertainty where the model sees structures (not
-            # background far from them, which every slice has), per pixel of the slice
-            foreground = 1 - (mean if mc_passes > 0 else p)[:, 0]
-            scores[idx] = (out["uncertainty"] * foreground).mean(dim=(-2, -1)).cpu().numpy()
             # back to the volume's own in-plane grid
+            fg = torch.stack([back(pi) for pi in (mean if mc_passes > 0 else p)])
             p = torch.stack([back(pi) for pi in p])
             if prior is not None:
                 q = torch.from_numpy(np.stack([prior.slice_probabilities(i) for i in idx])).to(p.device)
                 p = network_weight * p + (1 - network_weight) * q
+                fg = network_weight * fg + (1 - network_weight) * q
             p = p / p.sum(dim=1, keepdim=True)
             conf, lab = p.max(dim=1)
             out = {k: torch.stack([back(v[None])[0] for v in t]) for k, t in out.items()}
+            # what a slice is worth annotating: uncertainty where the prediction (prior included)
+            # sees structures, not background far from them (which every slice has), per pixel;
+            # the network's own foreground alone sent the first suggestion to the top of the head
+            scores[idx] = (out["uncertainty"] * (1 - fg[:, 0])).mean(dim=(-2, -1)).cpu().numpy()
             out["confidence"] = conf
             view(labels)[idx] = lab.cpu().numpy().astype(np.uint8)
             for k, t in out.items():
