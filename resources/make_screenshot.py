@@ -39,7 +39,7 @@ def main() -> None:
     panel.plot.redraw(force=True)
     if panel.suggestions.count():
         panel.suggestions.setCurrentRow(0)
-        panel.go_to_slice(panel.suggestions.item(0).data(0x0100))
+    panel.go_to_slice(70)  # an unannotated slice between two annotated ones (64 and 77), through the structures
     viewer.layers["uncertainty"].visible = True  # what the u key toggles: show it in the picture
     viewer.layers.selection.active = viewer.layers["pseudo-labels"]
     viewer.reset_view()

@@ -19,8 +19,10 @@ WHOLE_T1 = SAMPLES / "colin27_t1.nii.gz"
 WHOLE_LABELS = SAMPLES / "colin27_deep_labels.nii.gz"
 #: Mean Dice over the 5 structures on every unannotated slice of the whole head (177 slices, most
 #: holding none of them: a structure predicted there counts against it) after the CI-sized run
-#: below. See the test for what was measured.
-E2E_DICE_BOUND = 0.45
+#: below: measured 0.637 (pallidum 0.06, the rest 0.74-0.80); ITK's contour interpolation (3D
+#: Slicer's Fill between slices) gives 0.501 on these slices. The bound asks for clearly more than
+#: that, with room for what another CPU thread count changes.
+E2E_DICE_BOUND = 0.55
 
 
 def dice_per_class(pred, truth, classes):
