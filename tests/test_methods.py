@@ -23,7 +23,7 @@ def _context(trainer, step=None):
     """One batch and the student's output on it, at ``step`` (default: the end of the run)."""
     cfg = trainer.config
     x_l, y_l = trainer._batch(trainer._sample(trainer.pool.labelled, 2), labelled=True)
-    x_u = trainer._batch(trainer._sample(trainer.pool.unlabelled, 2), labelled=False)
+    x_u = trainer._batch(trainer._sample(trainer.pool.unlabelled, 2), labelled=False)[0]
     trainer.model.train()
     logits = trainer.model(torch.cat([x_l, x_u]))
     step = cfg.steps if step is None else step
