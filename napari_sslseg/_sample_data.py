@@ -4,24 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from ._reader import read_layer
+from .data import keep_slices
 
 SAMPLES = Path(__file__).parent / "samples"
 #: Axial slices that keep their labels, spread evenly over the structures (z 44..97); the rest
 #: (177 of the 181 slices, most holding none of the structures) is left for the model to predict.
 ANNOTATED_SLICES = (50, 64, 77, 91)
 CLASS_NAMES = ("background", "caudate", "putamen", "pallidum", "thalamus", "hippocampus")
-
-
-def keep_slices(labels: np.ndarray, slices, axis: int = 0) -> np.ndarray:
-    """A copy of ``labels`` with every slice but ``slices`` (along ``axis``) cleared."""
-    out = np.zeros_like(labels)
-    index = [slice(None)] * labels.ndim
-    index[axis] = list(slices)
-    out[tuple(index)] = labels[tuple(index)]
-    return out
 
 
 def colin27() -> list[tuple]:

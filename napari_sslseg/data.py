@@ -37,6 +37,15 @@ def annotated_slices(labels: np.ndarray, axis: int) -> list[int]:
     return np.flatnonzero(np.any(labels != 0, axis=other)).tolist()
 
 
+def keep_slices(labels: np.ndarray, slices: Sequence[int], axis: int = 0) -> np.ndarray:
+    """A copy of ``labels`` with every slice but ``slices`` (along ``axis``) cleared."""
+    out = np.zeros_like(labels)
+    index = [slice(None)] * labels.ndim
+    index[axis] = list(slices)
+    out[tuple(index)] = labels[tuple(index)]
+    return out
+
+
 def check_image(image: np.ndarray, name: str = "image") -> None:
     """Refuse what cannot be trained on, with a message that says why."""
     if image.ndim == 2 or (image.ndim == 3 and min(image.shape) == 1):

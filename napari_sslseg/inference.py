@@ -74,12 +74,13 @@ def _entropy(p: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log(p + _EPS)).sum(dim=1)
 
 
-def _prior_channels(prior, slices: Sequence[int], size: tuple[int, int], num_classes: int) -> torch.Tensor:
-    """The prior's foreground probabilities of ``slices`` at the network's grid, (B, C-1, H, W); zeros
-    (no structure known anywhere, as the network saw in training now and then) without a prior."""
-    if prior is None:
-        return torch.zeros((len(slices), num_classes - 1, *size))
-    return torch.stack([resample_slice(torch.from_numpy(prior.slice_probabilities(s)), size)[1:] for s in slices])
+def _prior_channels(q: torch.Tensor | None, count: int, size: tuple[int, int], num_classes: int) -> torch.Tensor:
+    """The prior's foreground probabilities (``q``: (B, C, H, W) at the volume's grid) at the
+    network's grid, (B, C-1, H, W); zeros (no structure known anywhere, as the network saw in
+    training now and then) without a prior."""
+    if q is None:
+        return torch.zeros((count, num_classes - 1, *size))
+    return torch.stack([resample_slice(qi, size)[1:] for qi in q])
 
 
 def pad16(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -213,8 +214,9 @@ def predict_volume(
         for start in range(0, len(wanted), batch_size):
             idx = wanted[start : start + batch_size]
             x = torch.stack([resample_slice(torch.from_numpy(volume.image_slice(i))[None], size) for i in idx])
+            q = torch.from_numpy(np.stack([prior.slice_probabilities(i) for i in idx])) if prior is not None else None
             if model.prior_input:
-                x = torch.cat([x, _prior_channels(prior, idx, size, C)], dim=1)
+                x = torch.cat([x, _prior_channels(q, len(idx), size, C)], dim=1)
             x, (h, w) = pad16(x.to(device))
             crop = lambda t: t[..., :h, :w]  # noqa: E731
             back = lambda t: resample_slice(t, native) if tuple(t.shape[-2:]) != native else t  # noqa: E731
@@ -241,8 +243,8 @@ def predict_volume(
             # back to the volume's own in-plane grid
             fg = torch.stack([back(pi) for pi in (mean if mc_passes > 0 else p)])
             p = torch.stack([back(pi) for pi in p])
-            if prior is not None:
-                q = torch.from_numpy(np.stack([prior.slice_probabilities(i) for i in idx])).to(p.device)
+            if q is not None:
+                q = q.to(p.device)
                 p = network_weight * p + (1 - network_weight) * q
                 fg = network_weight * fg + (1 - network_weight) * q
             p = p / p.sum(dim=1, keepdim=True)

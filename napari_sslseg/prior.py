@@ -25,6 +25,8 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from .data import annotated_slices
+
 #: Sharpness of the prior's edges at an annotated slice, mm: the sigmoid's scale there.
 _EDGE_MM = 1.0
 #: Extra softness per slice of distance to the nearest annotation, in units of the slice spacing.
@@ -267,8 +269,7 @@ def propagate(
                 seen[c].append(a)
     if len(A) == 1:
         # no gap to learn a taper from: let a structure reach as far as it is wide
-        areas = [np.count_nonzero(np.take(labels, A[0], axis=axis) == c) * spacing_yx[0] * spacing_yx[1]
-                 for c in range(1, num_classes)]
+        areas = [np.count_nonzero(prior._painted[A[0]] == c) * spacing_yx[0] * spacing_yx[1] for c in range(1, num_classes)]
         radius_mm = float(np.sqrt(max(areas) / np.pi)) if max(areas, default=0) else 0.0
         prior.reach = max(2.0, radius_mm / prior.slice_spacing)
         prior.warnings.append("Only one annotated slice: the prior guesses how far each structure reaches from its width.")
@@ -277,7 +278,7 @@ def propagate(
             prior.warnings.append(f"{names[c]} is on none of the annotated slices: the prior never predicts it.")
         elif len(where) == 1 and len(A) > 1:
             prior.warnings.append(f"{names[c]} is painted on one slice only ({where[0]}): its extent is a guess.")
-    painted = {b: len(np.flatnonzero(np.any(labels != 0, axis=tuple(x for x in range(3) if x != b)))) for b in range(3)}
+    painted = {b: len(annotated_slices(labels, b)) for b in range(3)}
     other = min((b for b in range(3) if b != axis), key=painted.get)
     if 0 < painted[other] < painted[axis] / 2:
         prior.warnings.append(

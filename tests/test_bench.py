@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from napari_sslseg.bench import add_arguments, config_from_args, run
-from napari_sslseg.bench.baselines import INSTALL_HINT, ItkJob, annotated_only, itk_interpolate, itk_missing, run_baselines
+from napari_sslseg.bench.baselines import INSTALL_HINT, ItkJob, itk_interpolate, itk_missing, run_baselines
+from napari_sslseg.data import keep_slices
 from napari_sslseg.bench.config import BenchConfig
 from napari_sslseg.bench.datasets import apply_label_map, crop_to_labels, load_pair, parse_label_map, Dataset
 from napari_sslseg.bench.guidance import next_slice, simulate
@@ -322,7 +323,7 @@ def test_prior_row_scores_the_propagated_labels():
     assert row.name == "prior" and row.k == 3 and row.note == "" and row.seconds >= 0
     from napari_sslseg.prior import propagate
 
-    direct, _, _ = propagate(annotated_only(labels, [5, 10, 14], 0), [5, 10, 14], 0, (2.0, 1.0, 1.0), num_classes=3).volume()
+    direct, _, _ = propagate(keep_slices(labels, [5, 10, 14], 0), [5, 10, 14], 0, (2.0, 1.0, 1.0), num_classes=3).volume()
     assert row.scores == scorer_for(labels, 0)(direct, [5, 10, 14])  # its labels, scored as a model's
     assert row.scores.dice["a"] > 0.6 and np.isfinite(row.scores.mean_hd95)
     assert info == {}
@@ -349,7 +350,7 @@ def test_itk_interpolation_fills_between_the_annotated_slices():
     for axis, slices in cases:
         labels = cone(axis=axis)
         truths.append(labels)
-        jobs.append(ItkJob(annotated_only(labels, annotated, axis), annotated, axis, tuple(np.roll((2.0, 1.0, 1.0), axis)),
+        jobs.append(ItkJob(keep_slices(labels, annotated, axis), annotated, axis, tuple(np.roll((2.0, 1.0, 1.0), axis)),
                            3, slices))
     outs, seconds, load_seconds = itk_interpolate(jobs)
     assert len(seconds) == len(cases) and min(seconds) >= 0 and load_seconds > 0

@@ -24,7 +24,8 @@ from typing import Callable
 
 import numpy as np
 
-from .protocol import Scores, annotated_only
+from ..data import keep_slices
+from .protocol import Scores
 
 BASELINES = ("prior", "itk_interpolation")
 ITK_PACKAGE = "itk-morphologicalcontourinterpolation"
@@ -124,7 +125,7 @@ def run_baselines(labels: np.ndarray, spacing, axis: int, num_classes: int, anno
         raise ValueError(f"ITK slice positions must be one of {', '.join(ITK_SLICES)}, not {itk_slices!r}")
     results: list[BaselineResult] = []
     info: dict = {}
-    sparse = {k: annotated_only(labels, annotated, axis) for k, annotated in annotated_per_k.items()}
+    sparse = {k: keep_slices(labels, annotated, axis) for k, annotated in annotated_per_k.items()}
     for name in names:
         if name == "prior":
             for k, annotated in annotated_per_k.items():

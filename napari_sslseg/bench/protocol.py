@@ -10,7 +10,7 @@ import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
 from ..config import TrainConfig
-from ..data import Volume
+from ..data import Volume, keep_slices
 from ..errors import InputError
 from ..training import Trainer
 from .datasets import Dataset
@@ -109,19 +109,9 @@ def score(pred: np.ndarray, truth: np.ndarray, class_names: list[str], spacing, 
     return Scores(dice, hd)
 
 
-def annotated_only(labels: np.ndarray, annotated: list[int], axis: int) -> np.ndarray:
-    """``labels`` with every slice but the annotated ones cleared: all a method or baseline is given."""
-    out = np.zeros_like(labels)
-    idx = [slice(None)] * labels.ndim
-    for s in annotated:
-        idx[axis] = s
-        out[tuple(idx)] = labels[tuple(idx)]
-    return out
-
-
 def training_volume(ds: Dataset, annotated: list[int], axis: int) -> Volume:
     """A volume whose labels exist only on the annotated slices, so nothing else can leak in."""
-    return Volume(ds.image, ds.spacing, labels=annotated_only(ds.labels, annotated, axis), annotated=list(annotated),
+    return Volume(ds.image, ds.spacing, labels=keep_slices(ds.labels, annotated, axis), annotated=list(annotated),
                   axis=axis, name=ds.name)
 
 
