@@ -196,10 +196,11 @@ class Volume:
         return [s for s in range(self.num_slices) if s not in done]
 
     def prior(self, num_classes: int | None = None, class_names=None):
-        """The propagation prior of the annotated slices (:func:`napari_sslseg.prior.propagate`)."""
+        """The propagation prior of the annotated slices (:func:`napari_sslseg.prior.propagate`), carried
+        along the structures by registering this image's neighbouring slices."""
         from .prior import propagate
 
-        return propagate(self.labels, self.annotated, self.axis, self.spacing, num_classes, class_names)
+        return propagate(self.labels, self.annotated, self.axis, self.spacing, num_classes, class_names, image=self.image)
 
     def image_slice(self, index: int) -> np.ndarray:
         """Normalised float32 slice."""

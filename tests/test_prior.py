@@ -26,9 +26,39 @@ def test_prior_interpolates_colin_structures(colin):
     assert np.mean(dices) > 0.45, dices
     # the annotated slices are reproduced exactly, with full confidence there
     assert np.array_equal(pred[ANNOTATED], labels[ANNOTATED])
-    assert np.allclose(conf[ANNOTATED].min(), conf[ANNOTATED].min()) and conf[ANNOTATED[0]].min() > 0.5
+    assert np.allclose(conf[ANNOTATED], 1.0)
     # probabilities sum to one (x255, rounded)
     assert np.abs(probs.astype(int).sum(0) - 255).max() <= probs.shape[0]
+
+
+def test_registration_carries_shapes_better_on_real_data(colin):
+    """With the image, neighbouring slices are registered and the annotated shapes follow the
+    structures: on the real crop that beats shape interpolation alone (measured 0.745 against 0.709)."""
+    image, labels, geom = colin
+    sparse = np.zeros_like(labels)
+    sparse[ANNOTATED] = labels[ANNOTATED]
+    between = [s for s in range(ANNOTATED[0], ANNOTATED[-1] + 1) if s not in ANNOTATED]
+    scores = []
+    for img in (None, image):
+        pred, _, _ = propagate(sparse, ANNOTATED, 0, geom.spacing_zyx, num_classes=int(labels.max()) + 1, image=img).volume()
+        scores.append(np.mean([_dice(pred[between] == c, labels[between] == c) for c in range(1, int(labels.max()) + 1)]))
+        assert np.array_equal(pred[ANNOTATED], labels[ANNOTATED])
+    assert scores[1] > scores[0] + 0.02, scores
+
+
+def test_registration_follows_a_structure_that_moves_away_and_back():
+    """A bright disc drifts 12 pixels sideways between two annotated slices where it sits at the same
+    place: interpolating the two shapes keeps it still; registering the image slices follows it."""
+    yy, xx = np.mgrid[0:48, 0:64]
+    centres = [20 + 12 * np.sin(np.pi * s / 10) for s in range(11)]
+    truth = np.stack([((yy - 24) ** 2 + (xx - c) ** 2 < 49) for c in centres]).astype(np.uint8)
+    image = 100.0 + 400.0 * truth + np.random.default_rng(0).normal(0, 5, truth.shape)
+    labels = np.zeros_like(truth)
+    labels[[0, 10]] = truth[[0, 10]]
+    for img, bound in ((None, 0.15), (image, 0.4)):
+        mid = propagate(labels, [0, 10], 0, image=img).slice_probabilities(5).argmax(0) == 1
+        dice = _dice(mid, truth[5].astype(bool))
+        assert (dice > bound) if img is not None else (dice < bound), (img is not None, dice)
 
 
 def test_prior_confidence_falls_with_distance():

@@ -46,11 +46,13 @@ class BaselineResult:
     note: str = ""
 
 
-def prior_labels(sparse: np.ndarray, annotated: list[int], axis: int, spacing, num_classes: int) -> np.ndarray:
-    """The propagation prior's labels (uint8) of the whole volume."""
+def prior_labels(sparse: np.ndarray, annotated: list[int], axis: int, spacing, num_classes: int,
+                 image: np.ndarray | None = None) -> np.ndarray:
+    """The propagation prior's labels (uint8) of the whole volume (carried along ``image``'s slices where given)."""
     from ..prior import propagate
 
-    labels, _confidence, _probabilities = propagate(sparse, annotated, axis, spacing, num_classes=num_classes).volume()
+    labels, _confidence, _probabilities = propagate(sparse, annotated, axis, spacing, num_classes=num_classes,
+                                                    image=image).volume()
     return labels
 
 
@@ -118,8 +120,10 @@ Scorer = Callable[[np.ndarray, list[int]], Scores]
 
 
 def run_baselines(labels: np.ndarray, spacing, axis: int, num_classes: int, annotated_per_k: dict[int, list[int]],
-                  scorer: Scorer, itk_slices: str = "detected", names=BASELINES) -> tuple[list[BaselineResult], dict]:
-    """Every baseline at every k; also ``{"itk_load_seconds": ...}`` (ITK's one-off library load in its
+                  scorer: Scorer, itk_slices: str = "detected", names=BASELINES,
+                  image: np.ndarray | None = None) -> tuple[list[BaselineResult], dict]:
+    """Every baseline at every k (the prior carried along ``image``'s slices where given, as the engine
+    does); also ``{"itk_load_seconds": ...}`` (ITK's one-off library load in its
     process, not counted in its rows' seconds) where ITK ran."""
     if itk_slices not in ITK_SLICES:
         raise ValueError(f"ITK slice positions must be one of {', '.join(ITK_SLICES)}, not {itk_slices!r}")
@@ -130,7 +134,7 @@ def run_baselines(labels: np.ndarray, spacing, axis: int, num_classes: int, anno
         if name == "prior":
             for k, annotated in annotated_per_k.items():
                 t0 = time.perf_counter()
-                pred = prior_labels(sparse[k], list(annotated), axis, spacing, num_classes)
+                pred = prior_labels(sparse[k], list(annotated), axis, spacing, num_classes, image)
                 seconds = time.perf_counter() - t0
                 results.append(BaselineResult(name, k, scorer(pred, list(annotated)), seconds))
         elif name == "itk_interpolation":

@@ -87,7 +87,8 @@ def baseline_notes(rows: list[BaselineResult], info: dict, itk_slices: str) -> l
     names = _baseline_names(rows)
     if "prior" in names:
         lines.append("- prior: `napari_sslseg.prior.propagate(...).volume()` (shape-based interpolation of the annotated "
-                     "slices' signed distance maps, tapering beyond the outermost ones), its labels scored")
+                     "slices' signed distance maps, carried along the structures by registering neighbouring image slices, "
+                     "tapering beyond the outermost ones), its labels scored")
     if "itk_interpolation" in names:
         how = ("the filter detects the annotated slices itself, as 3D Slicer's Fill between slices"
                if itk_slices == "detected" else "every annotated slice named as a slice of every class (custom slice positions)")

@@ -240,7 +240,7 @@ def run_baseline_rows(ds: Dataset, cfg: BenchConfig, axis: int = 0) -> tuple[lis
                      True, cfg.score_stride)
 
     return run_baselines(ds.labels, ds.spacing, axis, len(ds.class_names),
-                         {k: evenly_spaced(extent, k) for k in baseline_ks(cfg)}, scorer, cfg.itk_slices)
+                         {k: evenly_spaced(extent, k) for k in baseline_ks(cfg)}, scorer, cfg.itk_slices, image=ds.image)
 
 
 def run_time_axis(ds: Dataset, cfg: BenchConfig, axis: int = 0, threads: int = 0, tick=lambda n=1: None) -> TimeResults:
