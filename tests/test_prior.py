@@ -164,3 +164,15 @@ def test_left_and_right_pieces_taper_to_their_own_centres():
     for s in (2, 6):
         fg = prior.slice_probabilities(s).argmax(0) == 1
         assert fg[16, 12] and fg[16, 52] and not fg[:, 24:40].any()
+
+
+def test_a_class_in_many_pieces_is_blended_whole():
+    """Five small squares on one slice and one bar over them on the other (a cortex changes its pieces
+    from slice to slice): pairing piece by piece would lose four squares half-way; blended whole, the
+    middle slice covers the row."""
+    labels = np.zeros((11, 32, 80), np.uint8)
+    for x in range(8, 72, 14):
+        labels[0, 12:20, x : x + 8] = 1
+    labels[10, 12:20, 8:70] = 1
+    mid = propagate(labels, [0, 10], 0).slice_probabilities(5).argmax(0) == 1
+    assert mid[16, 8:70].mean() > 0.9, mid[16]  # piece by piece: 0.45, gaps between shrinking squares
