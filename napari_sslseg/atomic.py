@@ -78,7 +78,7 @@ def replace(outputs: Sequence[tuple[Path, Write, Check]], error: type[InputError
             try:
                 check(tmp / target.name)
             except (InputError, OSError, RuntimeError, EOFError, ValueError) as exc:
-                raise _Incomplete(_reason(exc)) from None
+                raise _Incomplete(_reason(exc, f"Cannot read {tmp / target.name}: ")) from None
             staged.append((target, tmp))
         renaming = True  # from here on a failure may leave some targets replaced
         for target, tmp in staged:
@@ -109,14 +109,14 @@ def replace(outputs: Sequence[tuple[Path, Write, Check]], error: type[InputError
     return [Path(t) for t, _, _ in outputs]
 
 
-
 class _Incomplete(Exception):
     """A written file that does not read back as written."""
 
 
-def _reason(exc: BaseException) -> str:
-    """One short line from an exception: the system's words for an OSError, else the last line."""
+def _reason(exc: BaseException, drop: str = "") -> str:
+    """One short line from an exception: the system's words for an OSError, else its last line
+    (without ``drop``, the temporary's name)."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    lines = str(exc).strip().splitlines()
+    lines = str(exc).replace(drop, "").strip().splitlines()
     return (lines[-1] if lines else type(exc).__name__).strip().rstrip(".")[:200]

@@ -227,8 +227,8 @@ def test_failed_save_keeps_the_previous_model(trained, tmp_path, monkeypatch, fa
 
     def full_disk(obj, f, *args, **kwargs):
         real(obj, f, *args, **kwargs)
-        data = open(f, "rb").read()
-        open(f, "wb").write(data[: len(data) // 2])
+        data = f.read_bytes()
+        f.write_bytes(data[: len(data) // 2])
         if fault == "raises":
             raise OSError(28, "No space left on device")
 

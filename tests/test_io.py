@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,8 +156,8 @@ def _half_written(real):
 
     def write(image, path, *args):
         real(image, path, *args)
-        data = open(path, "rb").read()
-        open(path, "wb").write(data[: len(data) // 2])
+        data = Path(path).read_bytes()
+        Path(path).write_bytes(data[: len(data) // 2])
 
     return write
 
@@ -167,7 +168,8 @@ def _regzipped_half(real):
 
     def write(image, path, *args):
         real(image, path, *args)
-        raw = gzip.open(path).read()
+        with gzip.open(path) as f:
+            raw = f.read()
         with gzip.open(path, "wb") as f:
             f.write(raw[: 352 + (len(raw) - 352) // 2])
 
@@ -176,7 +178,7 @@ def _regzipped_half(real):
 
 def _full_disk(real):
     def write(image, path, *args):
-        open(path, "wb").write(b"\0" * 100)
+        Path(path).write_bytes(b"\0" * 100)
         raise RuntimeError(f"ITK ERROR: ImageFileWriter: Could not write {path}\n: No space left on device")
 
     return write
@@ -248,7 +250,7 @@ def _nifti_bytes(array, **header):
 
     with tempfile.TemporaryDirectory() as d:
         sitk.WriteImage(sitk.GetImageFromArray(array), f"{d}/x.nii", False)
-        raw = bytearray(open(f"{d}/x.nii", "rb").read())
+        raw = bytearray(Path(d, "x.nii").read_bytes())
     if "dim" in header:
         raw[40:56] = np.asarray(header["dim"], "<i2").tobytes()
     return bytes(raw)
