@@ -88,6 +88,7 @@ def replace(outputs: Sequence[tuple[Path, Write, Check]], error: type[InputError
         for target, _ in staged:
             _fsync(target.parent)
     except (_Incomplete, InputError, OSError, RuntimeError) as exc:
+        full = _disk_full(target.parent)  # judged while the temporaries still take their space
         for tmp in temps:
             shutil.rmtree(tmp, ignore_errors=True)
         for folder in reversed(created):
@@ -97,16 +98,23 @@ def replace(outputs: Sequence[tuple[Path, Write, Check]], error: type[InputError
                 continue
             except OSError:
                 break
-        if isinstance(exc, _Incomplete):
-            reason = f"it read back incomplete ({exc}); is the disk full?"
+        if full:  # writers word a full disk many ways (torch: "unexpected pos 896 vs 790"), or not at all
+            reason = "the disk is full"
         else:
-            reason = f"{_reason(exc)}."
+            reason = f"it read back incomplete: {exc}" if isinstance(exc, _Incomplete) else _reason(exc)
         kept = "" if renaming else " The previous file is kept." if target.exists() else " Nothing was written."
-        raise error(f"Cannot write {target}: {reason}{kept}") from None
+        raise error(f"Cannot write {target}: {reason}.{kept}") from None
     finally:
         for tmp in temps:
             shutil.rmtree(tmp, ignore_errors=True)
     return [Path(t) for t, _, _ in outputs]
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
 
 
 class _Incomplete(Exception):
