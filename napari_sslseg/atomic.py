@@ -10,6 +10,7 @@ the temporaries go and the old files stay as they were.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -88,7 +89,8 @@ def replace(outputs: Sequence[tuple[Path, Write, Check]], error: type[InputError
         for target, _ in staged:
             _fsync(target.parent)
     except (_Incomplete, InputError, OSError, RuntimeError) as exc:
-        full = _disk_full(target.parent)  # judged while the temporaries still take their space
+        # judged while the temporaries still take their space; a refusal (permissions, say) is no full disk
+        full = not (isinstance(exc, OSError) and exc.errno != errno.ENOSPC) and _disk_full(target.parent)
         for tmp in temps:
             shutil.rmtree(tmp, ignore_errors=True)
         for folder in reversed(created):
