@@ -305,7 +305,7 @@ def _check_size(path: Path) -> None:
     what = f"its header announces {'x'.join(map(str, size))} voxels ({_gb(need)})"
     name, have = path.name.lower(), path.stat().st_size
     if (name.endswith(".nii") and need > have) or (name.endswith(".gz") and need > _MAX_GZIP_RATIO * have):
-        raise InputError(f"Cannot read {path}: {what}, more than a {_gb(have)} file can hold; it is damaged or truncated.")
+        raise InputError(f"Cannot read {path}: {what}, more than a file of {_gb(have)} can hold; it is damaged or truncated.")
     free = available_memory()
     if free is not None and need > free:
         raise InputError(f"Cannot read {path}: {what}, more than the {_gb(free)} of memory available.")
