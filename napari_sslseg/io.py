@@ -62,7 +62,7 @@ class Geometry:
         return tuple(reversed(self.origin))
 
     def differences(self, other: "Geometry", tol: float = 1e-3) -> list[str]:
-        """What differs between the two grids, each as "name: this vs other"."""
+        """What differs between the two grids, each as "name (this) vs (other)"; empty when they match."""
         out = []
         if self.size != other.size:
             out.append(f"size {'x'.join(map(str, self.size))} vs {'x'.join(map(str, other.size))} voxels")
