@@ -7,12 +7,15 @@ other Python object (a crafted pickle, say) is refused before anything in it run
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
+import zipfile
 from pathlib import Path
 
 import torch
 
+from . import atomic
 from .errors import CheckpointError
 
 FORMAT = "napari-sslseg/model"
@@ -30,35 +33,147 @@ def resolve(path: str | os.PathLike) -> Path:
     return path
 
 
+def checksum(payload: dict) -> str:
+    """sha256 over every tensor of ``payload`` (its key path, type, shape and bytes) in a fixed order."""
+    digest = hashlib.sha256()
+    for key, tensor in _tensors({k: v for k, v in payload.items() if k != "checksum"}):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def _tensors(obj, key: str = ""):
+    if isinstance(obj, torch.Tensor):
+        yield key, obj
+    elif isinstance(obj, dict):
+        for k in sorted(obj, key=str):
+            yield from _tensors(obj[k], f"{key}/{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{key}/{i}")
+
+
 def save(payload: dict, path: str | os.PathLike) -> Path:
-    """Write atomically: a crash mid-write leaves the previous file intact."""
+    """Write completely or not at all (see :mod:`napari_sslseg.atomic`), with a checksum of the
+    weights that :func:`load` verifies. A crash or a full disk mid-write leaves the previous file intact."""
     path = Path(path)
     payload = {"format": FORMAT, "version": VERSION, **payload}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    payload["checksum"] = checksum(payload)
+
+    def write(tmp: Path) -> None:
+        torch.save(payload, tmp)
+
+    def check(tmp: Path) -> None:
+        _verify(_read(tmp), tmp)
+
+    atomic.replace([(path, write, check)], CheckpointError)
     return path
 
 
-def load(path: str | os.PathLike) -> dict:
-    """Read a checkpoint safely; refuse foreign, newer or code-carrying files with a clear message."""
-    path = resolve(path)
+def _read(path: Path) -> dict:
+    """torch.load with weights only: nothing in the file runs."""
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"Cannot read {path}: the file is empty, not a model file.")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; text, junk or a cut-off file is none
+        raise CheckpointError(f"Cannot read {path}: not a model file, or truncated.")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, EOFError, ValueError) as exc:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, EOFError, ValueError,
+            KeyError, IndexError, zipfile.BadZipFile) as exc:
         text = str(exc)
         if "Weights only load failed" in text or isinstance(exc, pickle.UnpicklingError):
             raise CheckpointError(
                 f"Refused to load {path}: it holds Python objects beyond weights and settings, "
                 "which could run code. Only napari-sslseg model files are loaded."
             ) from None
-        raise CheckpointError(f"Cannot read {path}: not a model file, or truncated ({text.splitlines()[0][:160]}).") from None
+        detail = (text.splitlines() or [type(exc).__name__])[0][:160]
+        raise CheckpointError(f"Cannot read {path}: not a model file, or truncated ({detail}).") from None
+
+
+def _verify(payload, path: Path) -> None:
+    """Refuse foreign, newer or damaged payloads."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a napari-sslseg model file.")
     version = payload.get("version")
-    if not isinstance(version, int) or version > VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path} records its model format as {version!r}, not a format number; it is damaged.")
+    if version > VERSION:
         raise CheckpointError(
             f"{path} was written in model format {version}, newer than this napari-sslseg reads ({VERSION}); "
             "update napari-sslseg."
         )
+    stored = payload.get("checksum")  # files written before checksums were kept have none
+    if stored is not None and stored != checksum(payload):
+        raise CheckpointError(
+            f"{path} is damaged: its weights do not match the checksum written with them. "
+            "Use another copy, or train again."
+        )
+
+
+def load(path: str | os.PathLike) -> dict:
+    """Read a checkpoint safely; refuse foreign, newer, damaged, inconsistent or code-carrying files
+    with a clear message."""
+    path = resolve(path)
+    payload = _read(path)
+    _verify(payload, path)
+    validate(payload, path)
     return payload
+
+
+def validate(payload: dict, path: str | os.PathLike = "the model file") -> None:
+    """Refuse a payload whose settings and weights do not fit together, before any network is built
+    from it: one message each, instead of a KeyError or a wall of load_state_dict mismatches."""
+    from .methods import METHODS, create_method
+    from .networks import build_unet
+    from .training import input_channels, saved_config
+
+    def refuse(what: str) -> None:
+        raise CheckpointError(f"{path} is inconsistent: {what}; it cannot be used.")
+
+    classes = payload.get("num_classes")
+    if "num_classes" not in payload:
+        refuse("it records no class count")
+    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 2:
+        refuse(f"its class count is {classes!r}, not a whole number of at least 2")
+    names = payload.get("class_names")
+    if names is not None and (not isinstance(names, list) or len(names) != classes
+                              or not all(isinstance(n, str) for n in names)):
+        refuse(f"it records {classes} classes but the class names {names!r}")
+    method = payload.get("method")
+    if method not in METHODS:
+        refuse(f"its method {method!r} is not one this napari-sslseg knows ({', '.join(sorted(METHODS))})")
+    weights = payload.get("model")
+    if not isinstance(weights, dict) or not weights or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        refuse("it holds no network weights")
+    if not isinstance(payload.get("config", {}), dict) or not isinstance(payload.get("method_state", {}), dict):
+        refuse("its settings are not a table of values")
+    try:
+        cfg = saved_config(payload)
+        with torch.device("meta"):  # shapes only: nothing is allocated
+            student = build_unet(classes, cfg.width, cfg.dropout, in_channels=input_channels(cfg, classes),
+                                 dropout_scope=cfg.dropout_scope)
+            expected = {"model": student.state_dict(),
+                        **create_method(method, student, classes, payload.get("method_options")).state_dict()}
+    except (TypeError, ValueError, KeyError) as exc:  # InputError is a ValueError
+        refuse(f"its settings cannot build a network ({str(exc).splitlines()[0][:160]})")
+    network = f"{classes}-class network of width {cfg.width} with {input_channels(cfg, classes)} input channels"
+    found = {"model": weights, **payload.get("method_state", {})}
+    for part, want in expected.items():
+        have = found.get(part)
+        if not isinstance(have, dict) or not all(isinstance(v, torch.Tensor) for v in want.values()):
+            continue  # optimiser states, and parts older files lack, are not weights to compare
+        which = "weights" if part == "model" else f"{part} weights"
+        missing = [k for k in want if k not in have]
+        extra = [k for k in have if k not in want]
+        wrong = [k for k in want if k in have and tuple(have[k].shape) != tuple(want[k].shape)]
+        if wrong:
+            k = wrong[0]
+            refuse(f"its {which} do not fit the {network} it records ({k} is {_shape(have[k])}, {_shape(want[k])} expected)")
+        if missing or extra:
+            k = (missing or extra)[0]
+            refuse(f"its {which} do not fit the {network} it records ({k} is {'missing' if missing else 'unknown'})")
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "x".join(map(str, t.shape)) or "a scalar"

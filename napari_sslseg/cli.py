@@ -62,9 +62,10 @@ def _read_pair(image_path, labels_path, channel=None):
 
     image, geom = read_volume(image_path, channel)
     labels, lgeom = read_volume(labels_path)
-    if not geom.same_grid(lgeom):
+    differences = lgeom.differences(geom)
+    if differences:
         raise InputError(
-            f"The labels ({lgeom.describe()}) are not on the image's grid ({geom.describe()}); "
+            f"The labels are not on the image's grid ({'; '.join(differences)}, labels vs image); "
             "resample them onto the image first."
         )
     return image, labels, geom
@@ -85,7 +86,7 @@ def cmd_methods(args) -> int:
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
-    from . import checkpoint
+    from . import atomic, checkpoint
     from .config import TrainConfig
     from .data import Volume
     from .errors import InputError
@@ -146,9 +147,8 @@ def cmd_train(args) -> int:
             bar.close()
             print(f"{event.reason} after {event.step} steps in {event.seconds:.1f} s", flush=True)
     path = trainer.save(out / checkpoint.FILENAME)
-    (out / "config.json").write_text(
-        json.dumps({k: v for k, v in trainer.state().items() if k not in ("model", "method_state", "optimizer")}, indent=2)
-    )
+    settings = json.dumps({k: v for k, v in trainer.state().items() if k not in ("model", "method_state", "optimizer")}, indent=2)
+    atomic.replace([(out / "config.json", lambda tmp: tmp.write_text(settings), lambda tmp: json.loads(tmp.read_text()))])
     print(f"model written to {path}")
     return 0
 
@@ -156,7 +156,7 @@ def cmd_train(args) -> int:
 def cmd_predict(args) -> int:
     from .data import Volume
     from .inference import predict_annotated_volume
-    from .io import check_writable, read_volume, write_volume
+    from .io import check_writable, read_volume, write_volumes
     from .training import load_model
 
     out = check_writable(args.out)
@@ -174,9 +174,8 @@ def cmd_predict(args) -> int:
     pred = predict_annotated_volume(model, volume, mc_passes=args.mc_passes, batch_size=args.batch, device=device,
                                     mc_scope=args.mc_scope, keep_fraction=args.keep_fraction)
     seconds = time.perf_counter() - t0
-    write_volume(pred.labels, geom, out / "labels.nii.gz")
-    write_volume(pred.confidence, geom, out / "confidence.nii.gz")
-    write_volume(pred.uncertainty, geom, out / "uncertainty.nii.gz")
+    write_volumes([(pred.labels, geom, out / "labels.nii.gz"), (pred.confidence, geom, out / "confidence.nii.gz"),
+                   (pred.uncertainty, geom, out / "uncertainty.nii.gz")])
     counts = np.bincount(pred.labels.ravel(), minlength=model.num_classes)
     print(f"predicted {volume.num_slices} slices in {seconds:.1f} s ({args.mc_passes} MC-dropout passes, {args.mc_scope} blocks"
           + (f"; with the prior of {len(volume.annotated)} annotated slices" if volume.annotated else "") + ")")
@@ -190,7 +189,7 @@ def cmd_predict(args) -> int:
 def cmd_propagate(args) -> int:
     from .data import Volume
     from .errors import InputError
-    from .io import check_writable, write_volume
+    from .io import check_writable, write_volumes
 
     out = check_writable(args.out)
     image, labels, geom = _read_pair(args.image, args.labels, args.channel)
@@ -203,8 +202,7 @@ def cmd_propagate(args) -> int:
     seconds = time.perf_counter() - t0
     for text in prior.warnings:
         print(f"warning: {text}", file=sys.stderr)
-    write_volume(labels_out, geom, out / "labels.nii.gz")
-    write_volume(confidence, geom, out / "confidence.nii.gz")
+    write_volumes([(labels_out, geom, out / "labels.nii.gz"), (confidence, geom, out / "confidence.nii.gz")])
     print(f"propagated {len(volume.annotated)} annotated slices along axis {volume.axis} to {volume.num_slices} slices "
           f"in {seconds:.1f} s")
     print(f"written: {out / 'labels.nii.gz'}, {out / 'confidence.nii.gz'}")

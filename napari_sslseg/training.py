@@ -567,9 +567,8 @@ class Trainer:
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint; safe to call from another thread while training runs."""
-        with self.lock:
-            state = self.state()
-        return checkpoint.save(state, path)
+        with self.lock:  # tensors are written while no step changes them
+            return checkpoint.save(self.state(), path)
 
     def _load(self, payload: dict) -> None:
         self.model.load_state_dict(payload["model"])

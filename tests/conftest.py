@@ -50,3 +50,19 @@ def tiny_volume():
     for s in (2, 6, 10):
         labels[s] = disc[s]
     return Volume(image, (1.0, 1.0, 1.0), labels, name="tiny")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs: a real full disk (root on Linux only; skipped with the reason otherwise)."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0 or not os.path.exists("/proc/mounts"):
+        pytest.skip("mounting a small tmpfs needs root on Linux")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("this container may not mount a tmpfs")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=False)

@@ -145,3 +145,177 @@ def test_checkpoint_without_dropout_scope_keeps_dropout_everywhere(tiny_volume, 
     assert sum(isinstance(m, torch.nn.Dropout2d) for m in model.student.modules()) > 1
     resumed = Trainer([tiny_volume], "supervised", cfg(4), resume=checkpoint.load(tmp_path / "old.pt"))
     assert resumed.config.dropout_scope == "all"
+
+
+# ----- damaged, inconsistent and interrupted model files -----
+
+
+@pytest.fixture
+def trained(tiny_volume):
+    trainer = Trainer([tiny_volume], "mean_teacher", cfg(1))
+    list(trainer.run())
+    return trainer
+
+
+def _temporaries(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp"))
+
+
+def test_empty_and_text_files_refused(tmp_path):
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty\.pt: the file is empty, not a model file\.$"):
+        load_model(empty)
+    text = tmp_path / "notes.pt"
+    text.write_text("hello, this is not a model\n")
+    with pytest.raises(CheckpointError, match=r"notes\.pt: not a model file, or truncated\.$"):
+        load_model(text)
+
+
+def _flip_a_weight_byte(path):
+    """Flip one byte in the middle of the largest tensor record of a torch zip file."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    raw = bytearray(path.read_bytes())
+    name_len, extra_len = np.frombuffer(bytes(raw[info.header_offset + 26 : info.header_offset + 30]), "<u2")
+    raw[info.header_offset + 30 + int(name_len) + int(extra_len) + info.file_size // 2] ^= 0x10
+    path.write_bytes(bytes(raw))
+
+
+def test_flipped_bytes_in_the_weights_refused(trained, tmp_path):
+    path = trained.save(tmp_path / "model.pt")
+    _flip_a_weight_byte(path)
+    with pytest.raises(CheckpointError, match="is damaged: its weights do not match the checksum written with them"):
+        load_model(path)
+
+
+def test_a_file_without_checksum_still_loads(trained, tmp_path):
+    payload = {"format": checkpoint.FORMAT, "version": checkpoint.VERSION, **trained.state()}
+    torch.save(payload, tmp_path / "old.pt")
+    assert load_model(tmp_path / "old.pt").num_classes == 2
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p.pop("num_classes"), "it records no class count"),
+    (lambda p: p.update(num_classes="two"), "its class count is 'two', not a whole number"),
+    (lambda p: p.update(num_classes=3, class_names=None), r"its weights do not fit the 3-class network of width 8 .*"
+                                                          r"\(conv_0.conv_0.conv.weight is 8x2x3x3, 8x3x3x3 expected\)"),
+    (lambda p: p["config"].update(width=16), r"do not fit the 2-class network of width 16 .*expected\)"),
+    (lambda p: p.update(class_names=["background"]), "records 2 classes but the class names"),
+    (lambda p: p.update(method="magic"), "its method 'magic' is not one this napari-sslseg knows"),
+    (lambda p: p["method_state"]["teacher"].pop("final_conv.bias"), r"its teacher weights do not fit .*final_conv.bias is missing"),
+    (lambda p: p.pop("model"), "it holds no network weights"),
+    (lambda p: p.update(version="1"), r"records its model format as '1', not a format number"),
+])
+def test_inconsistent_model_files_refused(trained, tmp_path, change, message):
+    payload = {"format": checkpoint.FORMAT, "version": checkpoint.VERSION, **trained.state()}
+    change(payload)
+    torch.save(payload, tmp_path / "model.pt")
+    with pytest.raises(CheckpointError, match=message):
+        load_model(tmp_path)
+    with pytest.raises(CheckpointError, match=message):  # resuming reads it the same way
+        checkpoint.load(tmp_path)
+
+
+@pytest.mark.parametrize("fault", ["raises", "short"])
+def test_failed_save_keeps_the_previous_model(trained, tmp_path, monkeypatch, fault):
+    path = trained.save(tmp_path / "model.pt")
+    before = path.read_bytes()
+    real = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        real(obj, f, *args, **kwargs)
+        data = f.read_bytes()
+        f.write_bytes(data[: len(data) // 2])
+        if fault == "raises":
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    expected = "No space left on device" if fault == "raises" else "it read back incomplete"
+    with pytest.raises(CheckpointError, match=rf"Cannot write .*model.pt: {expected}.* The previous file is kept\.$"):
+        trained.save(path)
+    assert path.read_bytes() == before
+    assert _temporaries(tmp_path) == []
+
+
+def test_save_on_a_full_disk(trained, small_disk):
+    small = checkpoint.save({"num_classes": 2, "model": {"w": torch.zeros(10)}}, small_disk / "model.pt")
+    before = small.read_bytes()
+    with pytest.raises(CheckpointError, match=r"Cannot write .*model.pt: the disk is full\. The previous file is kept\.$"):
+        checkpoint.save({**trained.state(), "padding": torch.randn(100_000)}, small_disk / "model.pt")
+    assert small.read_bytes() == before
+    assert _temporaries(small_disk) == []
+
+
+def test_concurrent_saves_to_one_path(trained, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(6) as pool:
+        done = list(pool.map(lambda _: checkpoint.save(trained.state(), tmp_path / "model.pt"), range(12)))
+    assert len(done) == 12
+    assert checkpoint.load(tmp_path / "model.pt")["step"] == 1
+    assert _temporaries(tmp_path) == []
+
+
+def test_stale_temporaries_removed_by_the_next_save(trained, tmp_path):
+    import os
+    import time
+
+    old, fresh = tmp_path / ".model.pt.abc123.tmp", tmp_path / ".model.pt.def456.tmp"
+    for t in (old, fresh):
+        t.mkdir()
+        (t / "model.pt").write_bytes(b"half a model")
+    hours_ago = time.time() - 7200
+    os.utime(old, (hours_ago, hours_ago))
+    trained.save(tmp_path / "model.pt")
+    assert _temporaries(tmp_path) == [fresh.name]  # a fresh one may belong to a save still running
+    assert load_model(tmp_path).num_classes == 2
+
+
+def test_sigkill_during_saves_leaves_a_loadable_model(trained, tmp_path):
+    """A process killed at random points of repeated saves: the model file always loads, and what
+    it left is only temporaries the next save clears."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from napari_sslseg import atomic
+
+    path = tmp_path / "model.pt"
+    trained.save(path)
+    script = (
+        "import sys, torch\n"
+        "from napari_sslseg import checkpoint\n"
+        "payload = checkpoint.load(sys.argv[1])\n"
+        "payload['model'] = {k: v.clone() for k, v in payload['model'].items()}\n"
+        "while True:\n"
+        "    payload['step'] += 1\n"
+        "    checkpoint.save(payload, sys.argv[1])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", script, str(path)], env=env)
+        start = path.stat().st_mtime_ns
+        deadline = time.time() + 60
+        while path.stat().st_mtime_ns == start and time.time() < deadline:  # saving has begun
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert load_model(path).num_classes == 2
+        assert all(n.startswith(".model.pt.") for n in _temporaries(tmp_path))
+    atomic.remove_stale(path, max_age=0)
+    assert _temporaries(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+def test_trainer_save_writes_under_the_step_lock(trained, tmp_path, monkeypatch):
+    real = checkpoint.save
+    held = []
+    monkeypatch.setattr(checkpoint, "save", lambda state, path: held.append(trained.lock.locked()) or real(state, path))
+    trained.save(tmp_path / "model.pt")
+    assert held == [True]

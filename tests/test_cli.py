@@ -175,3 +175,50 @@ def test_inputs_never_written(tmp_path):
     main(["train", str(BRAIN1_IMAGE), str(BRAIN1_LABEL), "--out", str(tmp_path / "o"), "--steps", "1", "-q",
           "--method", "supervised", "--eval-every", "0"])
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_a_failed_run_creates_no_output_folder(tmp_path, capsys):
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"\x1f\x8b" + b"garbage" * 10)
+    for command in (["train", str(bad), str(BRAIN1_LABEL)], ["propagate", str(bad), str(BRAIN1_LABEL)]):
+        assert main([*command, "--out", str(tmp_path / "new" / "out")]) == 2
+        assert "unreadable or truncated" in _err(capsys)
+        assert not (tmp_path / "new").exists()
+
+
+def test_grid_refusal_names_what_differs(tmp_path, capsys):
+    moved = sitk.ReadImage(str(BRAIN1_LABEL))
+    moved.SetOrigin((0.0, 0.0, 0.0))
+    path = tmp_path / "moved.nrrd"
+    sitk.WriteImage(moved, str(path))
+    assert main(["propagate", str(BRAIN1_IMAGE), str(path), "--out", str(tmp_path / "out")]) == 2
+    err = _err(capsys).strip()
+    assert len(err.splitlines()) == 1
+    assert "not on the image's grid (origin (0, 0, 0) vs (" in err and "labels vs image" in err
+    assert "spacing" not in err and "size" not in err
+
+
+def test_predict_on_a_full_disk_keeps_the_previous_outputs(tmp_path, capsys, monkeypatch):
+    run, pred = tmp_path / "run", tmp_path / "pred"
+    assert main(["train", str(BRAIN1_IMAGE), str(BRAIN1_LABEL), "--out", str(run), "--steps", "1", "-q",
+                 "--method", "supervised", "--eval-every", "0"]) == 0
+    predict = ["predict", str(run), str(BRAIN1_IMAGE), "--out", str(pred), "--mc-passes", "0"]
+    assert main(predict) == 0
+    names = ["labels.nii.gz", "confidence.nii.gz", "uncertainty.nii.gz"]
+    before = {n: (pred / n).read_bytes() for n in names}
+    capsys.readouterr()
+    real = sitk.WriteImage
+
+    def short_write(image, path, *args):  # the last output is cut short, as on a full disk, without an error
+        real(image, path, *args)
+        if path.endswith("uncertainty.nii.gz"):
+            data = Path(path).read_bytes()
+            Path(path).write_bytes(data[: len(data) // 3])
+
+    monkeypatch.setattr(sitk, "WriteImage", short_write)
+    assert main([*predict, "--keep-fraction", "0"]) == 2
+    captured = capsys.readouterr()
+    assert "written" not in captured.out
+    assert captured.err.count("\n") == 1 and "uncertainty.nii.gz: it read back incomplete" in captured.err
+    assert {n: (pred / n).read_bytes() for n in names} == before
+    assert sorted(p.name for p in pred.iterdir()) == sorted(names)

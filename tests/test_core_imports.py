@@ -6,6 +6,7 @@ import sys
 CORE = [
     "napari_sslseg",
     "napari_sslseg.io",
+    "napari_sslseg.atomic",
     "napari_sslseg.data",
     "napari_sslseg.networks",
     "napari_sslseg.methods",
