@@ -86,15 +86,27 @@ def cmd_train(args) -> int:
     from tqdm import tqdm
 
     from . import checkpoint
-    from .config import TrainConfig
+    from .config import TrainConfig, validate
     from .data import Volume
     from .errors import InputError
     from .events import EvalEvent, FinishedEvent, MessageEvent, StepEvent
     from .io import check_writable, read_volume
+    from .methods import method_config
 
+    if args.time is not None and args.time <= 0:
+        raise InputError(f"--time takes seconds of training, more than 0; got {args.time:g}.")
+    steps = args.steps if args.steps is not None else (1_000_000 if args.time else TrainConfig.steps)
+    config = TrainConfig(steps=steps, seed=args.seed, device=args.device, threads=args.threads, time_budget=args.time or 0.0)
+    if args.batch is not None:
+        config.batch_labelled = config.batch_unlabelled = args.batch
+    if args.eval_every is not None:
+        config.eval_every = args.eval_every
+    validate(config)  # every number checked before any file is read
+    options = _parse_options(args.option)
+    method_config(args.method, options)
+    window = _parse_window(args.window)
     out = check_writable(args.out)
     image, labels, geom = _read_pair(args.image, args.labels, args.channel)
-    window = _parse_window(args.window)
     volumes = [Volume(image, geom.spacing_zyx, labels, _parse_slices(args.slices), args.axis, Path(args.image).name, window)]
     for path in args.unlabelled or []:
         arr, g = read_volume(path, args.channel)
@@ -106,19 +118,11 @@ def cmd_train(args) -> int:
             f"No annotated slice in {args.labels} along axis {v0.axis}: paint at least one slice "
             "(any non-zero class), or name the annotated slices with --slices."
         )
-    if args.time is not None and args.time <= 0:
-        raise InputError(f"--time takes seconds of training, more than 0; got {args.time:g}.")
-    steps = args.steps if args.steps is not None else (1_000_000 if args.time else TrainConfig.steps)
-    config = TrainConfig(steps=steps, seed=args.seed, device=args.device, threads=args.threads, time_budget=args.time or 0.0)
-    if args.batch:
-        config.batch_labelled = config.batch_unlabelled = args.batch
-    if args.eval_every is not None:
-        config.eval_every = args.eval_every
     resume = checkpoint.load(args.resume) if args.resume else None
     names = args.class_names.split(",") if args.class_names else None
     from .training import Trainer
 
-    trainer = Trainer(volumes, args.method, config, _parse_options(args.option), names, resume=resume)
+    trainer = Trainer(volumes, args.method, config, options, names, resume=resume)
     print(
         f"Training '{trainer.method_name}' on {len(trainer.pool.labelled)} annotated slices "
         f"({len(trainer.pool.unlabelled)} unannotated) along axis {v0.axis}, "
@@ -154,11 +158,16 @@ def cmd_train(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from dataclasses import asdict
+
+    from .config import PredictConfig, validate
     from .data import Volume
     from .inference import predict_annotated_volume
     from .io import check_writable, read_volume, write_volume
     from .training import load_model
 
+    settings = validate(PredictConfig(args.mc_passes, args.batch, args.mc_scope, args.keep_fraction))
+    window = _parse_window(args.window)
     out = check_writable(args.out)
     model = load_model(args.model, "cpu")
     from .devices import pick_device
@@ -169,10 +178,9 @@ def cmd_predict(args) -> int:
     axis = args.axis if args.axis is not None else model.axis
     labels = _read_pair(args.image, args.labels, args.channel)[1] if args.labels else None
     volume = Volume(image, geom.spacing_zyx, labels=labels, annotated=_parse_slices(args.slices), axis=axis,
-                    name=Path(args.image).name, window=_parse_window(args.window))
+                    name=Path(args.image).name, window=window)
     t0 = time.perf_counter()
-    pred = predict_annotated_volume(model, volume, mc_passes=args.mc_passes, batch_size=args.batch, device=device,
-                                    mc_scope=args.mc_scope, keep_fraction=args.keep_fraction)
+    pred = predict_annotated_volume(model, volume, device=device, **asdict(settings))
     seconds = time.perf_counter() - t0
     write_volume(pred.labels, geom, out / "labels.nii.gz")
     write_volume(pred.confidence, geom, out / "confidence.nii.gz")
@@ -236,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch", type=int, help="slices per batch, labelled and unlabelled (default: 4)")
     t.add_argument("--eval-every", type=int, help="steps between Dice prints (default: 100)")
     t.add_argument("--channel", type=int, help="channel to use from a multichannel or 4D image")
-    t.add_argument("--window", metavar="LOW,HIGH", help="fixed intensity window, e.g. CT -160,240 HU (default: 0.5-99.5 percentiles)")
+    t.add_argument("--window", metavar="LOW,HIGH", help="fixed intensity window, e.g. CT -160,240 HU (default: 0.5-99.5 percentiles); "
+                        "--window -160,240 and --window=-160,240 both work")
     t.add_argument("--class-names", help="comma-separated, background first")
     t.add_argument("--option", action="append", metavar="KEY=VALUE", help="a method option (repeatable)")
     t.add_argument("--resume", metavar="MODEL", help="continue training from a model folder or file")
@@ -285,17 +294,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Options whose value may start with a minus sign (a CT window: -160,240).
+_SIGNED_OPTIONS = ("--window",)
+
+
+def _attach_signed_values(argv: list[str]) -> list[str]:
+    """``--window -160,240`` -> ``--window=-160,240``: argparse takes a value that starts with '-'
+    (and is not a plain number) for an option."""
+    out = []
+    for arg in argv:
+        if out and out[-1] in _SIGNED_OPTIONS and arg.startswith("-") and arg[1:2].isdigit():
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import InputError
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(_attach_signed_values(argv))
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         warnings.showwarning = lambda msg, cat, *a, **k: print(f"warning: {msg}", file=sys.stderr)
         try:
             return int(args.func(args) or 0)
         except InputError as exc:
-            print(f"napari-sslseg: error: {exc}", file=sys.stderr)
+            for line in str(exc).splitlines():  # one line for each bad value
+                print(f"napari-sslseg: error: {line}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print("napari-sslseg: interrupted", file=sys.stderr)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import PredictConfig, validate
 from .data import Volume, resample_slice, target_size
 from .networks import LastBlockSampler, enable_dropout
 
@@ -20,7 +21,7 @@ _EPS = 1e-6
 #: The network's share when its probabilities are mixed with the propagation prior's (``predict_volume``).
 NETWORK_WEIGHT = 0.3
 #: Pieces of a class under this fraction of its largest piece are removed from whole-volume predictions.
-KEEP_FRACTION = 0.1
+KEEP_FRACTION = PredictConfig.keep_fraction
 
 
 @dataclass
@@ -182,8 +183,7 @@ def predict_volume(
         keep_fraction: with every slice predicted, remove each class's 3D pieces smaller than this
             fraction of its largest (:func:`remove_small_components`); 0 keeps all.
     """
-    if mc_scope not in ("last", "all"):
-        raise ValueError(f"mc_scope must be 'last' or 'all', not {mc_scope!r}")
+    validate(PredictConfig(mc_passes, batch_size, mc_scope, keep_fraction))
     device = torch.device(device) if device is not None else next(model.student.parameters()).device
     axis = volume.axis
     shape = volume.image.shape

@@ -38,7 +38,7 @@ from monai.transforms import (
 )
 
 from . import checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, validate
 from .data import SlicePool, Volume, resample_slice, target_size
 from .devices import pick_device
 from .errors import InputError
@@ -58,7 +58,7 @@ from .events import (
 )
 from .inference import Prediction, SegmentationModel, pad16, predict_volume, prior_prediction
 from .methods import METHODS, StepContext, create_method
-from .networks import DROPOUT_SCOPES, build_unet
+from .networks import build_unet
 from .prior import Prior
 from .schedules import poly_lr
 
@@ -157,13 +157,7 @@ class Trainer:
         resume: dict | None = None,
         preview_volume: int = 0,
     ):
-        self.config = config = config or TrainConfig()
-        if config.patch % 16:
-            raise InputError(f"Patch size {config.patch} is not a multiple of 16, which the U-Net needs.")
-        if config.steps < 1:
-            raise InputError("Train for at least one step.")
-        if config.dropout_scope not in DROPOUT_SCOPES:
-            raise InputError(f"Dropout scope '{config.dropout_scope}' is not one of: {', '.join(DROPOUT_SCOPES)}.")
+        self.config = config = validate(config or TrainConfig())
         if method not in METHODS:
             raise InputError(f"Unknown method '{method}'. Known: {', '.join(sorted(METHODS))}.")
         self.pool = SlicePool(volumes)

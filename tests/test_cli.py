@@ -175,3 +175,36 @@ def test_inputs_never_written(tmp_path):
     main(["train", str(BRAIN1_IMAGE), str(BRAIN1_LABEL), "--out", str(tmp_path / "o"), "--steps", "1", "-q",
           "--method", "supervised", "--eval-every", "0"])
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_a_negative_window_can_be_typed(tmp_path, capsys):
+    """--window -160,240 (the README's CT example) and --window=-160,240 both reach the parser."""
+    from napari_sslseg import checkpoint
+
+    for window in (["--window", "-160,240"], ["--window=-160,240"]):
+        run = tmp_path / "run"
+        assert main(["train", str(BRAIN1_IMAGE), str(BRAIN1_LABEL), "--out", str(run), "--steps", "1", "-q",
+                     "--method", "supervised", "--eval-every", "0", *window]) == 0
+        assert checkpoint.load(run)["intensity"][0]["low"] == -160
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--batch", "-1"], "batch_labelled = -1 is not allowed: it takes a whole number >= 1."),
+        (["train", "--batch", "0"], "batch_labelled = 0 is not allowed: it takes a whole number >= 1."),
+        (["train", "--threads", "-3"], "threads = -3 is not allowed: it takes a whole number >= 0."),
+        (["train", "--option", "ema_decay=abc"],
+         "mean_teacher option ema_decay = 'abc' is not allowed: it takes a number >= 0 and <= 1."),
+        (["predict", "--batch", "0"], "batch_size = 0 is not allowed: it takes a whole number >= 1."),
+        (["predict", "--mc-passes", "-4"], "mc_passes = -4 is not allowed: it takes a whole number >= 0."),
+    ],
+)
+def test_bad_numbers_are_refused_before_any_work(tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    command, extra = args[0], args[1:]
+    inputs = [str(BRAIN1_IMAGE), str(BRAIN1_LABEL)] if command == "train" else [str(tmp_path / "no-model"), str(BRAIN1_IMAGE)]
+    assert main([command, *inputs, "--out", str(out), *extra]) == 2
+    lines = capsys.readouterr().err.splitlines()  # --batch -1: one line for each batch it sets
+    assert lines[0] == f"napari-sslseg: error: {message}" and all(line.startswith("napari-sslseg: error: ") for line in lines)
+    assert not out.exists()  # refused before the output folder was made

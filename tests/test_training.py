@@ -123,7 +123,7 @@ def test_dropout_scope_places_dropout(tiny_volume):
     last = build_unet(3, width=8, dropout_scope="last")
     assert dropouts(last) == [LastBlockSampler(last).dropout]
     assert len(dropouts(build_unet(3, width=8, dropout_scope="all"))) > 10
-    with pytest.raises(InputError, match="Dropout scope 'middle'"):
+    with pytest.raises(InputError, match="dropout_scope = 'middle' is not allowed"):
         Trainer([tiny_volume], "supervised", TrainConfig(steps=1, dropout_scope="middle"))
 
 
