@@ -92,6 +92,7 @@ def cmd_train(args) -> int:
     from .events import EvalEvent, FinishedEvent, MessageEvent, StepEvent
     from .io import check_writable, read_volume
     from .methods import method_config
+    from .training import resumed_method
 
     if args.time is not None and args.time <= 0:
         raise InputError(f"--time takes seconds of training, more than 0; got {args.time:g}.")
@@ -103,7 +104,11 @@ def cmd_train(args) -> int:
         config.eval_every = args.eval_every
     validate(config)  # every number checked before any file is read
     options = _parse_options(args.option)
-    method_config(args.method, options)
+    resume = checkpoint.load(args.out if args.resume == "" else args.resume) if args.resume is not None else None
+    if resume is not None:
+        resumed_method(resume, args.method, options, config)
+    else:
+        method_config(args.method or "mean_teacher", options)
     window = _parse_window(args.window)
     out = check_writable(args.out)
     image, labels, geom = _read_pair(args.image, args.labels, args.channel)
@@ -118,13 +123,13 @@ def cmd_train(args) -> int:
             f"No annotated slice in {args.labels} along axis {v0.axis}: paint at least one slice "
             "(any non-zero class), or name the annotated slices with --slices."
         )
-    resume = checkpoint.load(args.resume) if args.resume else None
     names = args.class_names.split(",") if args.class_names else None
     from .training import Trainer
 
     trainer = Trainer(volumes, args.method, config, options, names, resume=resume)
     print(
-        f"Training '{trainer.method_name}' on {len(trainer.pool.labelled)} annotated slices "
+        (f"Resuming '{trainer.method_name}' at step {trainer.step}" if resume else f"Training '{trainer.method_name}'")
+        + f" on {len(trainer.pool.labelled)} annotated slices "
         f"({len(trainer.pool.unlabelled)} unannotated) along axis {v0.axis}, "
         f"{trainer.num_classes} classes, on {trainer.device}.",
         flush=True,
@@ -231,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("image", help="volume: NIfTI, NRRD, MHA/MHD file or DICOM folder")
     t.add_argument("labels", help="label volume on the image's grid; slices holding any label count as annotated")
     t.add_argument("--out", required=True, help="output folder (model.pt, config.json)")
-    t.add_argument("--method", default="mean_teacher", help="see 'napari-sslseg methods' (default: mean_teacher)")
+    t.add_argument("--method", help="see 'napari-sslseg methods' (default: mean_teacher; with --resume, the model's)")
     t.add_argument("--steps", type=int, help="training steps (default: 2000; with --time, no limit but the time)")
     t.add_argument("--time", type=float, metavar="SECONDS",
                    help="train for this many seconds (previews and Dice checks not counted); the schedules follow the time")
@@ -248,7 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "--window -160,240 and --window=-160,240 both work")
     t.add_argument("--class-names", help="comma-separated, background first")
     t.add_argument("--option", action="append", metavar="KEY=VALUE", help="a method option (repeatable)")
-    t.add_argument("--resume", metavar="MODEL", help="continue training from a model folder or file")
+    t.add_argument("--resume", metavar="MODEL", nargs="?", const="",
+                   help="continue training from a model folder or file; alone, from the checkpoint in --out "
+                        "(written every --checkpoint-every steps, and on Ctrl-C, termination or an error). "
+                        "The method and its options stay the model's; --steps counts the steps already done")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 

@@ -57,7 +57,7 @@ from .events import (
     UpdateLabels,
 )
 from .inference import Prediction, SegmentationModel, pad16, predict_volume, prior_prediction
-from .methods import METHODS, StepContext, create_method
+from .methods import METHODS, StepContext, create_method, method_config
 from .networks import build_unet
 from .prior import Prior
 from .schedules import poly_lr
@@ -139,7 +139,8 @@ class Trainer:
 
     Args:
         volumes: the volumes; each may have labels and annotated slices, or be unlabelled.
-        method: a registered method name (see :data:`napari_sslseg.methods.METHODS`).
+        method: a registered method name (see :data:`napari_sslseg.methods.METHODS`); default:
+            the resumed model's, else "mean_teacher".
         config: loop settings.
         method_options: the method's config fields to change, as a dict.
         class_names: one name per class, background first; default "class N".
@@ -150,7 +151,7 @@ class Trainer:
     def __init__(
         self,
         volumes: Sequence[Volume],
-        method: str = "mean_teacher",
+        method: str | None = None,
         config: TrainConfig | None = None,
         method_options: dict | None = None,
         class_names: Sequence[str] | None = None,
@@ -158,12 +159,12 @@ class Trainer:
         preview_volume: int = 0,
     ):
         self.config = config = validate(config or TrainConfig())
-        if method not in METHODS:
-            raise InputError(f"Unknown method '{method}'. Known: {', '.join(sorted(METHODS))}.")
+        if resume is not None:
+            method, method_options = resumed_method(resume, method, method_options, config)
+        method = method or "mean_teacher"
+        method_config(method, method_options)  # checked before any work
         self.pool = SlicePool(volumes)
         if resume is not None:
-            method = resume["method"]
-            method_options = resume.get("method_options")
             saved = saved_config(resume)
             # the network must match the weights (and the dropout they were trained with)
             config.width, config.dropout, config.dropout_scope = saved.width, saved.dropout, saved.dropout_scope
@@ -594,6 +595,25 @@ def prior_loss(logits: torch.Tensor, prior: torch.Tensor, weight: torch.Tensor) 
         return ce
     dice = 1 - (2 * inter[present] + 1e-5) / (denom[present] + 1e-5)
     return ce + dice.mean()
+
+
+def resumed_method(payload: dict, method: str | None, options: dict | None, config: TrainConfig) -> tuple[str, dict]:
+    """The method and options a resumed run continues with: the checkpoint's. A different method,
+    a different option value, or a step count the model has already reached is refused rather than
+    silently overridden."""
+    saved, saved_options, done = payload["method"], dict(payload.get("method_options") or {}), int(payload.get("step", 0))
+    if method is not None and method != saved:
+        raise InputError(f"The model was trained with '{saved}'; a resumed run cannot switch to '{method}'. "
+                         "Resume without naming another method, or start a new training.")
+    changed = [f"{k}={v!r} (trained with {saved_options.get(k)!r})" for k, v in (options or {}).items()
+               if k not in saved_options or saved_options[k] != v]
+    if changed:
+        raise InputError(f"A resumed run keeps the options the model was trained with; {', '.join(changed)} "
+                         "would change them. Resume without them, or start a new training.")
+    if config.time_budget <= 0 and config.steps <= done:
+        raise InputError(f"The model has trained {done} steps already; steps = {config.steps} leaves none to train. "
+                         f"Give the total number of steps, more than {done}.")
+    return saved, saved_options
 
 
 def saved_config(payload: dict) -> TrainConfig:

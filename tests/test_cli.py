@@ -208,3 +208,19 @@ def test_bad_numbers_are_refused_before_any_work(tmp_path, capsys, args, message
     lines = capsys.readouterr().err.splitlines()  # --batch -1: one line for each batch it sets
     assert lines[0] == f"napari-sslseg: error: {message}" and all(line.startswith("napari-sslseg: error: ") for line in lines)
     assert not out.exists()  # refused before the output folder was made
+
+
+def test_resume_refuses_another_method_and_too_few_steps(tmp_path, capsys):
+    run = tmp_path / "run"
+    common = [str(BRAIN1_IMAGE), str(BRAIN1_LABEL), "--out", str(run), "-q", "--eval-every", "0"]
+    assert main(["train", *common, "--steps", "2", "--method", "supervised"]) == 0
+    before = (run / "model.pt").read_bytes()
+    assert main(["train", *common, "--steps", "4", "--resume", "--method", "entropy_min"]) == 2
+    assert _err(capsys) == ("napari-sslseg: error: The model was trained with 'supervised'; a resumed run cannot switch to "
+                            "'entropy_min'. Resume without naming another method, or start a new training.\n")
+    assert main(["train", *common, "--steps", "2", "--resume"]) == 2
+    assert "The model has trained 2 steps already; steps = 2 leaves none to train" in _err(capsys)
+    assert (run / "model.pt").read_bytes() == before  # not rewritten
+    assert main(["train", *common, "--steps", "3", "--resume"]) == 0  # from --out's checkpoint
+    out = capsys.readouterr().out
+    assert "Resuming 'supervised' at step 2" in out and "completed after 3 steps" in out
