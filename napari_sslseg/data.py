@@ -68,6 +68,12 @@ def check_image(image: np.ndarray, name: str = "image") -> None:
 
 def check_labels(labels: np.ndarray, shape: tuple[int, ...], num_classes: int | None = None) -> np.ndarray:
     """Validate a label volume; return it as an integer array (the same array when it already is one)."""
+    if not isinstance(labels, np.ndarray):  # a list, or another array type
+        try:
+            labels = np.asarray(labels)
+        except (ValueError, TypeError):
+            raise InputError(f"The labels ({type(labels).__name__}) are not an array of one shape; "
+                             "give a (z, y, x) array of class numbers.") from None
     if tuple(labels.shape) != tuple(shape):
         raise InputError(f"The labels have shape {tuple(labels.shape)} but the image has {tuple(shape)}; they must share a grid.")
     if labels.dtype.kind == "f":

@@ -195,3 +195,22 @@ def test_prior_follows_new_annotations(tiny_volume):
     next(gen)
     assert trainer.priors[0].annotated == [2, 4, 6, 10]
     gen.close()
+
+
+def test_labels_sent_as_a_list_are_taken_and_ragged_ones_warned(tiny_volume):
+    """New labels as a nested list used to kill the loop with an AttributeError."""
+    trainer = Trainer([tiny_volume], "supervised", cfg(steps=20, eval_every=0))
+    gen = trainer.run()
+    next(gen)
+    new = tiny_volume.labels.copy()
+    new[4] = (tiny_volume.image[4] > 50).astype(np.uint8)
+    trainer.submit(UpdateLabels(0, new.tolist()))
+    ev = next(gen)
+    assert isinstance(ev, AnnotationsEvent) and ev.annotated == [2, 4, 6, 10]
+    trainer.submit(UpdateLabels(0, [[0, 1], [1]]))
+    ev = next(gen)
+    assert isinstance(ev, MessageEvent) and ev.level == "warning"
+    assert ev.text == ("New labels not used: The labels (list) are not an array of one shape; "
+                       "give a (z, y, x) array of class numbers.")
+    trainer.submit(Stop())
+    assert list(gen)[-1].reason == "stopped" and trainer.pool.labelled == [(0, s) for s in (2, 4, 6, 10)]
