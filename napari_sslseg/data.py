@@ -224,6 +224,11 @@ def check_volumes(volumes: Sequence[Volume]) -> None:
             "No annotated slice: paint at least one slice of the labels (any non-zero class), "
             "or name the annotated slices explicitly."
         )
+    if not any(np.take(v.labels, v.annotated, axis=v.axis).any() for v in volumes if v.annotated):
+        raise InputError(
+            "The annotated slices hold background only: paint at least one structure (a non-zero class) "
+            "on one of them; there is nothing to learn to segment yet."
+        )
 
 
 def resample_slice(x: torch.Tensor, size: tuple[int, int], labels: bool = False) -> torch.Tensor:
@@ -262,8 +267,7 @@ class SlicePool:
         """Rebuild the pools after annotations changed."""
         self.labelled = [(i, s) for i, v in enumerate(self.volumes) for s in v.annotated]
         self.unlabelled = [(i, s) for i, v in enumerate(self.volumes) for s in v.unannotated]
-        if not self.labelled:
-            check_volumes(self.volumes)
+        check_volumes(self.volumes)
 
     def num_classes(self) -> int:
         hi = 1

@@ -224,3 +224,11 @@ def test_resume_refuses_another_method_and_too_few_steps(tmp_path, capsys):
     assert main(["train", *common, "--steps", "3", "--resume"]) == 0  # from --out's checkpoint
     out = capsys.readouterr().out
     assert "Resuming 'supervised' at step 2" in out and "completed after 3 steps" in out
+
+
+def test_slices_with_background_only_are_refused(tmp_path, capsys):
+    """--slices naming slices that hold no structure: refused before training, not Dice "nan ()"."""
+    assert main(["train", str(BRAIN1_IMAGE), str(BRAIN1_LABEL), "--out", str(tmp_path / "o"), "--slices", "0,5",
+                 "--steps", "2", "-q"]) == 2
+    assert _err(capsys) == ("napari-sslseg: error: The annotated slices hold background only: paint at least one "
+                            "structure (a non-zero class) on one of them; there is nothing to learn to segment yet.\n")

@@ -214,3 +214,23 @@ def test_labels_sent_as_a_list_are_taken_and_ragged_ones_warned(tiny_volume):
                        "give a (z, y, x) array of class numbers.")
     trainer.submit(Stop())
     assert list(gen)[-1].reason == "stopped" and trainer.pool.labelled == [(0, s) for s in (2, 4, 6, 10)]
+
+
+def test_background_only_annotations_are_refused_before_training(tiny_volume):
+    """Slices marked as background, and nothing painted: training used to run and print Dice "nan ()"."""
+    message = ("The annotated slices hold background only: paint at least one structure (a non-zero class) "
+               "on one of them; there is nothing to learn to segment yet.")
+    empty = Volume(tiny_volume.image, labels=np.zeros_like(tiny_volume.labels), annotated=[2, 6], name="empty")
+    with pytest.raises(InputError) as info:
+        Trainer([empty], "supervised", cfg())
+    assert str(info.value) == message
+    # erasing every structure mid-run is a warning; the painted labels stay in use
+    trainer = Trainer([tiny_volume], "supervised", cfg(steps=20, eval_every=0))
+    gen = trainer.run()
+    next(gen)
+    trainer.submit(UpdateLabels(0, np.zeros_like(tiny_volume.labels), annotated=[2, 6]))
+    ev = next(gen)
+    assert isinstance(ev, MessageEvent) and ev.text == f"New labels not used: {message}"
+    assert trainer.pool.labelled == [(0, 2), (0, 6), (0, 10)]
+    trainer.submit(Stop())
+    list(gen)
