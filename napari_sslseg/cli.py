@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import fields
@@ -89,7 +92,6 @@ def cmd_train(args) -> int:
     from .config import TrainConfig, validate
     from .data import Volume
     from .errors import InputError
-    from .events import EvalEvent, FinishedEvent, MessageEvent, StepEvent
     from .io import check_writable, read_volume
     from .methods import method_config
     from .training import resumed_method
@@ -102,6 +104,8 @@ def cmd_train(args) -> int:
         config.batch_labelled = config.batch_unlabelled = args.batch
     if args.eval_every is not None:
         config.eval_every = args.eval_every
+    if args.checkpoint_every is not None:
+        config.checkpoint_every = args.checkpoint_every
     validate(config)  # every number checked before any file is read
     options = _parse_options(args.option)
     resume = checkpoint.load(args.out if args.resume == "" else args.resume) if args.resume is not None else None
@@ -126,7 +130,7 @@ def cmd_train(args) -> int:
     names = args.class_names.split(",") if args.class_names else None
     from .training import Trainer
 
-    trainer = Trainer(volumes, args.method, config, options, names, resume=resume)
+    trainer = Trainer(volumes, args.method, config, options, names, resume=resume, checkpoint=out / checkpoint.FILENAME)
     print(
         (f"Resuming '{trainer.method_name}' at step {trainer.step}" if resume else f"Training '{trainer.method_name}'")
         + f" on {len(trainer.pool.labelled)} annotated slices "
@@ -138,28 +142,66 @@ def cmd_train(args) -> int:
     bar = tqdm(total=config.time_budget if timed else config.steps, initial=0 if timed else trainer.step,
                unit="s" if timed else "step", dynamic_ncols=True, disable=args.quiet,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{postfix}]" if timed else None)
-    for event in trainer.run():
-        if isinstance(event, StepEvent):
-            if timed:
-                bar.update(min(trainer.train_seconds, config.time_budget) - bar.n)
-                bar.set_postfix(step=event.step, loss=f"{event.losses['total']:.3f}", refresh=False)
-                continue
-            bar.update(1)
-            bar.set_postfix(loss=f"{event.losses['total']:.3f}", refresh=False)
-        elif isinstance(event, EvalEvent):
-            per_class = ", ".join(f"{k} {v:.2f}" for k, v in event.dice.items())
-            bar.write(f"step {event.step}: Dice on annotated slices {event.mean_dice:.3f} ({per_class})")
-        elif isinstance(event, MessageEvent):
-            bar.write(f"{event.level}: {event.text}")
-        elif isinstance(event, FinishedEvent):
-            bar.close()
-            print(f"{event.reason} after {event.step} steps in {event.seconds:.1f} s", flush=True)
-    path = trainer.save(out / checkpoint.FILENAME)
+    with _stop_on_signals(trainer) as received:
+        for event in trainer.run():
+            _show(event, bar, trainer, timed)
+    if trainer.step == 0:
+        print("napari-sslseg: stopped before the first step; no model written", file=sys.stderr)
+        return 130 if received else 1
     (out / "config.json").write_text(
         json.dumps({k: v for k, v in trainer.state().items() if k not in ("model", "method_state", "optimizer")}, indent=2)
     )
+    path = trainer.checkpoint_path
+    if received:
+        print(f"napari-sslseg: {received[0]} at step {trainer.step} of {config.steps}: the model is saved in {path}; "
+              "continue with the same command and --resume", file=sys.stderr)
+        return 128 + int(getattr(signal, received[0]))
     print(f"model written to {path}")
     return 0
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer):
+    """While training: Ctrl-C (SIGINT) or SIGTERM ends the run after the current step and the model
+    is saved; a second one aborts at once. Yields the names of the signals received."""
+    received: list[str] = []
+
+    def handler(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signal.Signals(signum).name)
+        trainer.request_stop()  # no print here: the handler may interrupt a write to the terminal
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
+        yield received
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _show(event, bar, trainer, timed: bool) -> None:
+    """One training event on the terminal."""
+    from .events import EvalEvent, FinishedEvent, MessageEvent, StepEvent
+
+    if isinstance(event, StepEvent):
+        if timed:
+            bar.update(min(trainer.train_seconds, trainer.config.time_budget) - bar.n)
+            bar.set_postfix(step=event.step, loss=f"{event.losses['total']:.3f}", refresh=False)
+        else:
+            bar.update(1)
+            bar.set_postfix(loss=f"{event.losses['total']:.3f}", refresh=False)
+    elif isinstance(event, EvalEvent):
+        per_class = ", ".join(f"{k} {v:.2f}" for k, v in event.dice.items())
+        bar.write(f"step {event.step}: Dice on annotated slices {event.mean_dice:.3f} ({per_class})")
+    elif isinstance(event, MessageEvent):
+        bar.write(f"{event.level}: {event.text}")
+    elif isinstance(event, FinishedEvent):
+        bar.close()
+        print(f"{event.reason} after {event.step} steps in {event.seconds:.1f} s", flush=True)
 
 
 def cmd_predict(args) -> int:
@@ -248,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     t.add_argument("--batch", type=int, help="slices per batch, labelled and unlabelled (default: 4)")
     t.add_argument("--eval-every", type=int, help="steps between Dice prints (default: 100)")
+    t.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+                   help="also save the model in --out every this many steps (default: every 5 minutes; "
+                        "always at the end, on Ctrl-C or SIGTERM, and after an error)")
     t.add_argument("--channel", type=int, help="channel to use from a multichannel or 4D image")
     t.add_argument("--window", metavar="LOW,HIGH", help="fixed intensity window, e.g. CT -160,240 HU (default: 0.5-99.5 percentiles); "
                         "--window -160,240 and --window=-160,240 both work")
@@ -319,7 +364,7 @@ def _attach_signed_values(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import InputError
+    from .errors import InputError, TrainingError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(_attach_signed_values(argv))
@@ -332,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
             for line in str(exc).splitlines():  # one line for each bad value
                 print(f"napari-sslseg: error: {line}", file=sys.stderr)
             return 2
+        except TrainingError as exc:
+            print(f"napari-sslseg: error: {exc}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             print("napari-sslseg: interrupted", file=sys.stderr)
             return 130

@@ -50,6 +50,8 @@ class TrainConfig:
     prior_input: bool = True  # the network also sees the prior's class probabilities as input channels, and learns to correct them (on annotated slices from the other slices' prior)
     prior_weight: float = setting(0.3, 0.0)  # weight of the propagation prior's soft pseudo-labels on unannotated slices (napari_sslseg.prior); 0 = off
     prior_decay: float = setting(0.5, 0.0, 1.0)  # the prior's weight falls linearly to this fraction of itself over the run, as the network's own predictions take over
+    checkpoint_every: int = setting(0, 0)  # steps between checkpoints written during the run (the Trainer's ``checkpoint``); 0 = none by steps
+    checkpoint_seconds: float = setting(300.0, 0.0)  # also one when this many seconds passed since the last, so an interrupted run loses at most these; 0 = none by time
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -41,9 +41,10 @@ from . import checkpoint
 from .config import TrainConfig, validate
 from .data import SlicePool, Volume, resample_slice, target_size
 from .devices import pick_device
-from .errors import InputError
+from .errors import InputError, TrainingError
 from .events import (
     AnnotationsEvent,
+    CheckpointEvent,
     EvalEvent,
     FinishedEvent,
     MessageEvent,
@@ -146,6 +147,10 @@ class Trainer:
         class_names: one name per class, background first; default "class N".
         resume: a checkpoint payload (from :func:`checkpoint.load`) to continue from.
         preview_volume: which volume previews show.
+        checkpoint: where the training state is written every ``config.checkpoint_every`` steps
+            and ``config.checkpoint_seconds`` seconds, at the end of the run (completed or
+            stopped), when the run is closed mid-way, and after a failure (the last state);
+            None = only by :meth:`save`.
     """
 
     def __init__(
@@ -157,6 +162,7 @@ class Trainer:
         class_names: Sequence[str] | None = None,
         resume: dict | None = None,
         preview_volume: int = 0,
+        checkpoint: str | Path | None = None,
     ):
         self.config = config = validate(config or TrainConfig())
         if resume is not None:
@@ -218,6 +224,9 @@ class Trainer:
         self.last_dice: float | None = None
         if resume is not None:
             self._load(resume)
+        self.checkpoint_path = Path(checkpoint) if checkpoint is not None else None
+        self._saved = (self.step, time.monotonic())  # step and time of the last checkpoint
+        self._finished = False
 
     def _check_resume(self, payload: dict) -> None:
         axis, saved_axis = self.pool.volumes[0].axis, payload.get("axis")
@@ -479,8 +488,24 @@ class Trainer:
 
     # ----- the loop -----
     def run(self) -> Generator[object, object, FinishedEvent]:
-        """Train until ``config.steps`` or a Stop; yields events, accepts commands via send()."""
+        """Train until ``config.steps`` or a Stop; yields events, accepts commands via send().
+
+        Raises:
+            TrainingError: a step, an evaluation or a preview failed; the state of the last
+                complete step was saved to ``checkpoint`` first, and the message says so.
+        """
+        try:
+            return (yield from self._run())
+        except GeneratorExit:  # the consumer left mid-run (the viewer closed, say): keep the work
+            if not self._finished and self.step > self._saved[0]:
+                self.save_checkpoint()
+            raise
+        except Exception as exc:
+            raise TrainingError(self._failure(exc)) from exc
+
+    def _run(self) -> Generator[object, object, FinishedEvent]:
         cfg = self.config
+        self._finished = False
         t0 = time.perf_counter()
         for vi, prior in self.priors.items():
             for text in prior.warnings:  # where the result will be weak, said before the user waits for it
@@ -511,6 +536,8 @@ class Trainer:
             else:
                 eta = (total - self.step) / max(rate, 1e-9)
             self._take((yield StepEvent(self.step, total, losses, weights, lr, rate, eta)))
+            if self._checkpoint_due():
+                self._take((yield CheckpointEvent(self.step, str(self.save_checkpoint()))))
             more = self.step < cfg.steps and not self.time_spent()
             if cfg.eval_every and self.step % cfg.eval_every == 0 and more:
                 self._take((yield self.evaluate()))
@@ -525,9 +552,42 @@ class Trainer:
             self._take((yield self.evaluate()))
             if cfg.preview_every:
                 self._take((yield self.preview()))
+        if self.checkpoint_path is not None and self.step > self._saved[0]:
+            self._take((yield CheckpointEvent(self.step, str(self.save_checkpoint()))))
         done = FinishedEvent(self.step, reason, time.perf_counter() - t0)
+        self._finished = True
         yield done
         return done
+
+    def request_stop(self) -> None:
+        """Stop after the current step, as a Stop command does; safe in a signal handler (no lock)."""
+        self._stop = True
+
+    def _checkpoint_due(self) -> bool:
+        cfg, (step, when) = self.config, self._saved
+        if self.checkpoint_path is None or self.step == step:
+            return False
+        return bool((cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0)
+                    or (cfg.checkpoint_seconds and time.monotonic() - when >= cfg.checkpoint_seconds))
+
+    def save_checkpoint(self) -> Path | None:
+        """Write the state to ``checkpoint_path`` (when there is one and a step was trained)."""
+        if self.checkpoint_path is None or self.step == 0:
+            return None
+        path = self.save(self.checkpoint_path)
+        self._saved = (self.step, time.monotonic())
+        return path
+
+    def _failure(self, exc: Exception) -> str:
+        """Save what was trained, and say in one line what failed and where the work is."""
+        what = f"Training failed at step {self.step + 1}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+        if self.checkpoint_path is None or self.step == 0:
+            return what + "."
+        try:
+            path = self.save_checkpoint()
+        except Exception as save_exc:  # noqa: BLE001 - the first failure is the one to report
+            return f"{what}; the model could not be saved either ({type(save_exc).__name__}: {save_exc})."
+        return f"{what}; the model of step {self.step} is saved in {path}, training can resume from it."
 
     def _command_events(self):
         """Apply queued commands, yielding what they produce, until none is left."""
