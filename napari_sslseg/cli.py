@@ -232,11 +232,12 @@ def cmd_predict(args) -> int:
     write_volume(pred.labels, geom, out / "labels.nii.gz")
     write_volume(pred.confidence, geom, out / "confidence.nii.gz")
     write_volume(pred.uncertainty, geom, out / "uncertainty.nii.gz")
-    counts = np.bincount(pred.labels.ravel(), minlength=model.num_classes)
+    values = model.label_values or list(range(model.num_classes))  # the label value of each class
+    counts = np.bincount(pred.labels.ravel(), minlength=max(values) + 1)
     print(f"predicted {volume.num_slices} slices in {seconds:.1f} s ({args.mc_passes} MC-dropout passes, {args.mc_scope} blocks"
           + (f"; with the prior of {len(volume.annotated)} annotated slices" if volume.annotated else "") + ")")
     for c in range(1, model.num_classes):
-        print(f"  {model.class_names[c]}: {counts[c]} voxels")
+        print(f"  {model.class_names[c]}: {counts[values[c]]} voxels")
     print(f"slices to annotate next (axis {axis}): {', '.join(map(str, pred.suggestions[:5]))}")
     print(f"written: {out / 'labels.nii.gz'}, {out / 'confidence.nii.gz'}, {out / 'uncertainty.nii.gz'} ({pred.uncertainty_kind})")
     return 0

@@ -46,6 +46,25 @@ def keep_slices(labels: np.ndarray, slices: Sequence[int], axis: int = 0) -> np.
     return out
 
 
+def painted_values(volumes) -> list[int]:
+    """The label values on the annotated slices of ``volumes``, background (0) first."""
+    values = {0}
+    for v in volumes:
+        if v.labels is not None and v.annotated:
+            values.update(np.unique(np.take(v.labels, v.annotated, axis=v.axis)).tolist())
+    return sorted(int(x) for x in values)
+
+
+def to_classes(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
+    """The user's label ``values`` as classes 0..N-1 (class c is ``values[c]``), in a new array;
+    another value (on a slice not annotated, which training never reads) becomes background."""
+    lut = np.zeros(int(labels.max()) + 1, np.uint8)
+    for c, v in enumerate(values):
+        if v < len(lut):
+            lut[v] = c
+    return lut[labels]
+
+
 def check_image(image: np.ndarray, name: str = "image") -> None:
     """Refuse what cannot be trained on, with a message that says why."""
     if image.ndim == 2 or (image.ndim == 3 and min(image.shape) == 1):
@@ -201,11 +220,13 @@ class Volume:
         done = set(self.annotated)
         return [s for s in range(self.num_slices) if s not in done]
 
-    def prior(self, num_classes: int | None = None, class_names=None):
-        """The propagation prior of the annotated slices (:func:`napari_sslseg.prior.propagate`)."""
+    def prior(self, num_classes: int | None = None, class_names=None, label_values=None):
+        """The propagation prior of the annotated slices (:func:`napari_sslseg.prior.propagate`);
+        ``label_values``: the label value of each class, where the labels hold values, not classes."""
         from .prior import propagate
 
-        return propagate(self.labels, self.annotated, self.axis, self.spacing, num_classes, class_names)
+        labels = self.labels if label_values is None else to_classes(self.labels, label_values)
+        return propagate(labels, self.annotated, self.axis, self.spacing, num_classes, class_names)
 
     def image_slice(self, index: int) -> np.ndarray:
         """Normalised float32 slice."""

@@ -36,6 +36,7 @@ class SegmentationModel:
     teacher: nn.Module | None = None  # EMA teacher: the student predicts; ``predict_volume(teacher_disagreement=True)`` maps where they differ
     discriminator: nn.Module | None = None  # per-pixel discriminator (adversarial method)
     prior_input: bool = False  # the network takes the prior's foreground probabilities after the image channel
+    label_values: list[int] | None = None  # the user's label value of each class, where it is not the class (a 0/255 mask); predictions use them
 
     def to(self, device: torch.device) -> "SegmentationModel":
         for m in (self.student, self.teacher, self.discriminator):
@@ -265,6 +266,8 @@ def predict_volume(
             m.train(was)
     if keep_fraction > 0 and slices is None:
         labels = remove_small_components(labels, keep_fraction, volume.spacing)
+    if model.label_values is not None:
+        labels = np.asarray(model.label_values, np.uint8)[labels]
     return Prediction(
         labels=labels,
         confidence=maps["confidence"],
@@ -285,7 +288,8 @@ def predict_volume(
 def predict_annotated_volume(model: SegmentationModel, volume: Volume, **kwargs) -> Prediction:
     """:func:`predict_volume` with the propagation prior of ``volume``'s annotated slices, where it
     has any (the user's labels of the image being predicted); without, the network alone."""
-    prior = volume.prior(model.num_classes, model.class_names) if volume.labels is not None and volume.annotated else None
+    prior = (volume.prior(model.num_classes, model.class_names, model.label_values)
+             if volume.labels is not None and volume.annotated else None)
     return predict_volume(model, volume, prior=prior, **kwargs)
 
 

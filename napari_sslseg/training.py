@@ -39,7 +39,7 @@ from monai.transforms import (
 
 from . import checkpoint
 from .config import TrainConfig, validate
-from .data import SlicePool, Volume, resample_slice, target_size
+from .data import SlicePool, Volume, painted_values, resample_slice, target_size, to_classes
 from .devices import pick_device
 from .errors import InputError, TrainingError
 from .events import (
@@ -176,6 +176,9 @@ class Trainer:
             config.width, config.dropout, config.dropout_scope = saved.width, saved.dropout, saved.dropout_scope
             config.prior_input = saved.prior_input
             self._check_resume(resume)
+        self.label_values, self.notes = _label_values(self.pool.volumes, class_names, resume)
+        for vol in self.pool.volumes:
+            self._take_label_values(vol)
         num_classes = self.pool.num_classes()
         if class_names is not None:
             num_classes = max(num_classes, len(class_names))
@@ -269,6 +272,7 @@ class Trainer:
         old_labels, old_annotated = vol.labels, vol.annotated
         try:
             vol.set_labels(cmd.labels, cmd.annotated)
+            self._take_label_values(vol)
             if vol.labels is not None and vol.labels.max() >= self.num_classes:
                 raise InputError(
                     f"The new labels hold class {int(vol.labels.max())}, but this model learns classes "
@@ -286,6 +290,17 @@ class Trainer:
             self.pool.refresh()
             return MessageEvent(self.step, "warning", f"New labels not used: {exc}")
         return AnnotationsEvent(self.step, cmd.volume_index, list(vol.annotated))
+
+    def _take_label_values(self, vol: Volume) -> None:
+        """Bring ``vol``'s labels from the user's values to classes, where they differ; a value
+        the model was not trained on is refused."""
+        if self.label_values is None or vol.labels is None:
+            return
+        unknown = sorted(set(painted_values([vol])) - set(self.label_values))
+        if unknown:
+            raise InputError(f"The labels hold value {unknown[0]}, which this model was not trained on "
+                             f"(values {', '.join(map(str, self.label_values))}); start a new training to add a class.")
+        vol.labels = to_classes(vol.labels, self.label_values)
 
     # ----- one step -----
     def _batch(self, items, labelled: bool):
@@ -424,6 +439,7 @@ class Trainer:
             teacher=self.method.teacher,
             discriminator=self.method.discriminator,
             prior_input=self.config.prior_input,
+            label_values=self.label_values,
         )
 
     @torch.no_grad()
@@ -484,7 +500,10 @@ class Trainer:
     def prior_preview(self, volume_index: int | None = None) -> PreviewEvent:
         """The propagation prior of a volume, as a preview at the current step."""
         vi = self.preview_volume if volume_index is None else volume_index
-        return PreviewEvent(self.step, vi, prior_prediction(self.priors[vi], self.pool.volumes[vi].annotated))
+        prediction = prior_prediction(self.priors[vi], self.pool.volumes[vi].annotated)
+        if self.label_values is not None:  # in the user's values, as the network's predictions are
+            prediction.labels = np.asarray(self.label_values, np.uint8)[prediction.labels]
+        return PreviewEvent(self.step, vi, prediction)
 
     # ----- the loop -----
     def run(self) -> Generator[object, object, FinishedEvent]:
@@ -506,6 +525,8 @@ class Trainer:
     def _run(self) -> Generator[object, object, FinishedEvent]:
         cfg = self.config
         self._finished = False
+        for text in self.notes:
+            self._take((yield MessageEvent(self.step, "info", text)))
         t0 = time.perf_counter()
         for vi, prior in self.priors.items():
             for text in prior.warnings:  # where the result will be weak, said before the user waits for it
@@ -611,6 +632,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "num_classes": self.num_classes,
             "class_names": list(self.class_names),
+            "label_values": self.label_values,
             "target_spacing": list(self.pool.target_spacing),
             "axis": int(self.pool.volumes[0].axis),
             "intensity": [asdict(v.stats) for v in self.pool.volumes],
@@ -655,6 +677,20 @@ def prior_loss(logits: torch.Tensor, prior: torch.Tensor, weight: torch.Tensor) 
         return ce
     dice = 1 - (2 * inter[present] + 1e-5) / (denom[present] + 1e-5)
     return ce + dice.mean()
+
+
+def _label_values(volumes, class_names, resume: dict | None) -> tuple[list[int] | None, list[str]]:
+    """The user's label value of each class where it is not simply the class (a 0/255 mask would
+    otherwise train 256 classes), and the note that says so; None where values are classes. Class
+    names for every value up to the largest keep the user's numbering."""
+    if resume is not None:
+        return resume.get("label_values"), []
+    values = painted_values(volumes)
+    if values == list(range(len(values))) or len(class_names or []) > values[-1]:
+        return None, []
+    moved = ", ".join(f"{v} -> {c}" for c, v in enumerate(values) if v != c)
+    return values, [f"The labels use values {', '.join(map(str, values))}: trained as classes "
+                    f"{', '.join(map(str, range(len(values))))} ({moved}); predictions use your values."]
 
 
 def resumed_method(payload: dict, method: str | None, options: dict | None, config: TrainConfig) -> tuple[str, dict]:
@@ -703,5 +739,6 @@ def load_model(path, device: str | torch.device = "cpu") -> SegmentationModel:
         teacher=method.teacher,
         discriminator=method.discriminator,
         prior_input=cfg.prior_input,
+        label_values=payload.get("label_values"),
     )
     return model.to(pick_device(str(device)) if not isinstance(device, torch.device) else device)

@@ -232,3 +232,19 @@ def test_slices_with_background_only_are_refused(tmp_path, capsys):
                  "--steps", "2", "-q"]) == 2
     assert _err(capsys) == ("napari-sslseg: error: The annotated slices hold background only: paint at least one "
                             "structure (a non-zero class) on one of them; there is nothing to learn to segment yet.\n")
+
+
+def test_a_0_255_mask_trains_two_classes_and_predict_writes_its_values(tmp_path, capsys):
+    lab, geom = read_volume(BRAIN1_LABEL)
+    mask = write_volume((lab > 0).astype(np.uint8) * 255, geom, tmp_path / "mask.nrrd")
+    run, pred = tmp_path / "run", tmp_path / "pred"
+    assert main(["train", str(BRAIN1_IMAGE), str(mask), "--out", str(run), "--method", "supervised", "--steps", "2",
+                 "--eval-every", "0", "--batch", "2", "--threads", "1", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "2 classes" in out
+    assert "info: The labels use values 0, 255: trained as classes 0, 1 (255 -> 1); predictions use your values." in out
+    assert main(["predict", str(run), str(BRAIN1_IMAGE), "--out", str(pred), "--labels", str(mask), "--mc-passes", "0"]) == 0
+    out = capsys.readouterr().out
+    written, _ = read_volume(pred / "labels.nii.gz")
+    assert set(np.unique(written)) == {0, 255}
+    assert f"  class 1: {int((written == 255).sum())} voxels" in out
