@@ -112,3 +112,11 @@ def test_closing_the_run_mid_way_saves_it(tiny_volume, tmp_path):
         next(gen)
     gen.close()
     assert checkpoint.load(path)["step"] == 2
+
+
+@pytest.mark.parametrize("every, seconds, saved", [(0, 0.0, [5]), (2, 0.0, [2, 4, 5]), (0, 1e-6, [1, 2, 3, 4, 5])])
+def test_checkpoints_by_steps_by_time_and_at_the_end(tiny_volume, tmp_path, every, seconds, saved):
+    trainer = Trainer([tiny_volume], "supervised", cfg(steps=5, checkpoint_every=every, checkpoint_seconds=seconds),
+                      checkpoint=tmp_path / "model.pt")
+    assert [e.step for e in trainer.run() if isinstance(e, CheckpointEvent)] == saved
+    assert checkpoint.load(tmp_path / "model.pt")["step"] == 5
