@@ -701,8 +701,8 @@ def resumed_method(payload: dict, method: str | None, options: dict | None, conf
     if method is not None and method != saved:
         raise InputError(f"The model was trained with '{saved}'; a resumed run cannot switch to '{method}'. "
                          "Resume without naming another method, or start a new training.")
-    changed = [f"{k}={v!r} (trained with {saved_options.get(k)!r})" for k, v in (options or {}).items()
-               if k not in saved_options or saved_options[k] != v]
+    changed = [f"{k}={v!r} " + (f"(trained with {saved_options[k]!r})" if k in saved_options else f"(no option of '{saved}')")
+               for k, v in (options or {}).items() if k not in saved_options or saved_options[k] != v]
     if changed:
         raise InputError(f"A resumed run keeps the options the model was trained with; {', '.join(changed)} "
                          "would change them. Resume without them, or start a new training.")
