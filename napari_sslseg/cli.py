@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import fields
@@ -87,15 +90,33 @@ def cmd_train(args) -> int:
     from tqdm import tqdm
 
     from . import atomic, checkpoint
-    from .config import TrainConfig
+    from .config import TrainConfig, validate
     from .data import Volume
     from .errors import InputError
-    from .events import EvalEvent, FinishedEvent, MessageEvent, StepEvent
     from .io import check_writable, read_volume
+    from .methods import method_config
+    from .training import resumed_method
 
+    if args.time is not None and args.time <= 0:
+        raise InputError(f"--time takes seconds of training, more than 0; got {args.time:g}.")
+    steps = args.steps if args.steps is not None else (1_000_000 if args.time else TrainConfig.steps)
+    config = TrainConfig(steps=steps, seed=args.seed, device=args.device, threads=args.threads, time_budget=args.time or 0.0)
+    if args.batch is not None:
+        config.batch_labelled = config.batch_unlabelled = args.batch
+    if args.eval_every is not None:
+        config.eval_every = args.eval_every
+    if args.checkpoint_every is not None:
+        config.checkpoint_every = args.checkpoint_every
+    validate(config)  # every number checked before any file is read
+    options = _parse_options(args.option)
+    resume = checkpoint.load(args.out if args.resume == "" else args.resume) if args.resume is not None else None
+    if resume is not None:
+        resumed_method(resume, args.method, options, config)
+    else:
+        method_config(args.method or "mean_teacher", options)
+    window = _parse_window(args.window)
     out = check_writable(args.out)
     image, labels, geom = _read_pair(args.image, args.labels, args.channel)
-    window = _parse_window(args.window)
     volumes = [Volume(image, geom.spacing_zyx, labels, _parse_slices(args.slices), args.axis, Path(args.image).name, window)]
     for path in args.unlabelled or []:
         arr, g = read_volume(path, args.channel)
@@ -107,21 +128,13 @@ def cmd_train(args) -> int:
             f"No annotated slice in {args.labels} along axis {v0.axis}: paint at least one slice "
             "(any non-zero class), or name the annotated slices with --slices."
         )
-    if args.time is not None and args.time <= 0:
-        raise InputError(f"--time takes seconds of training, more than 0; got {args.time:g}.")
-    steps = args.steps if args.steps is not None else (1_000_000 if args.time else TrainConfig.steps)
-    config = TrainConfig(steps=steps, seed=args.seed, device=args.device, threads=args.threads, time_budget=args.time or 0.0)
-    if args.batch:
-        config.batch_labelled = config.batch_unlabelled = args.batch
-    if args.eval_every is not None:
-        config.eval_every = args.eval_every
-    resume = checkpoint.load(args.resume) if args.resume else None
     names = args.class_names.split(",") if args.class_names else None
     from .training import Trainer
 
-    trainer = Trainer(volumes, args.method, config, _parse_options(args.option), names, resume=resume)
+    trainer = Trainer(volumes, args.method, config, options, names, resume=resume, checkpoint=out / checkpoint.FILENAME)
     print(
-        f"Training '{trainer.method_name}' on {len(trainer.pool.labelled)} annotated slices "
+        (f"Resuming '{trainer.method_name}' at step {trainer.step}" if resume else f"Training '{trainer.method_name}'")
+        + f" on {len(trainer.pool.labelled)} annotated slices "
         f"({len(trainer.pool.unlabelled)} unannotated) along axis {v0.axis}, "
         f"{trainer.num_classes} classes, on {trainer.device}.",
         flush=True,
@@ -130,35 +143,78 @@ def cmd_train(args) -> int:
     bar = tqdm(total=config.time_budget if timed else config.steps, initial=0 if timed else trainer.step,
                unit="s" if timed else "step", dynamic_ncols=True, disable=args.quiet,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{postfix}]" if timed else None)
-    for event in trainer.run():
-        if isinstance(event, StepEvent):
-            if timed:
-                bar.update(min(trainer.train_seconds, config.time_budget) - bar.n)
-                bar.set_postfix(step=event.step, loss=f"{event.losses['total']:.3f}", refresh=False)
-                continue
-            bar.update(1)
-            bar.set_postfix(loss=f"{event.losses['total']:.3f}", refresh=False)
-        elif isinstance(event, EvalEvent):
-            per_class = ", ".join(f"{k} {v:.2f}" for k, v in event.dice.items())
-            bar.write(f"step {event.step}: Dice on annotated slices {event.mean_dice:.3f} ({per_class})")
-        elif isinstance(event, MessageEvent):
-            bar.write(f"{event.level}: {event.text}")
-        elif isinstance(event, FinishedEvent):
-            bar.close()
-            print(f"{event.reason} after {event.step} steps in {event.seconds:.1f} s", flush=True)
-    path = trainer.save(out / checkpoint.FILENAME)
+    with _stop_on_signals(trainer) as received:
+        for event in trainer.run():
+            _show(event, bar, trainer, timed)
+    if trainer.step == 0:
+        print("napari-sslseg: stopped before the first step; no model written", file=sys.stderr)
+        return 130 if received else 1
     settings = json.dumps({k: v for k, v in trainer.state().items() if k not in ("model", "method_state", "optimizer")}, indent=2)
     atomic.replace([(out / "config.json", lambda tmp: tmp.write_text(settings), lambda tmp: json.loads(tmp.read_text()))])
+    path = trainer.checkpoint_path
+    if received:
+        print(f"napari-sslseg: {received[0]} at step {trainer.step} of {config.steps}: the model is saved in {path}; "
+              "continue with the same command and --resume", file=sys.stderr)
+        return 128 + int(getattr(signal, received[0]))
     print(f"model written to {path}")
     return 0
 
 
+@contextlib.contextmanager
+def _stop_on_signals(trainer):
+    """While training: Ctrl-C (SIGINT) or SIGTERM ends the run after the current step and the model
+    is saved; a second one aborts at once. Yields the names of the signals received."""
+    received: list[str] = []
+
+    def handler(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signal.Signals(signum).name)
+        trainer.request_stop()  # no print here: the handler may interrupt a write to the terminal
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
+        yield received
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _show(event, bar, trainer, timed: bool) -> None:
+    """One training event on the terminal."""
+    from .events import EvalEvent, FinishedEvent, MessageEvent, StepEvent
+
+    if isinstance(event, StepEvent):
+        if timed:
+            bar.update(min(trainer.train_seconds, trainer.config.time_budget) - bar.n)
+            bar.set_postfix(step=event.step, loss=f"{event.losses['total']:.3f}", refresh=False)
+        else:
+            bar.update(1)
+            bar.set_postfix(loss=f"{event.losses['total']:.3f}", refresh=False)
+    elif isinstance(event, EvalEvent):
+        per_class = ", ".join(f"{k} {v:.2f}" for k, v in event.dice.items())
+        bar.write(f"step {event.step}: Dice on annotated slices {event.mean_dice:.3f} ({per_class})")
+    elif isinstance(event, MessageEvent):
+        bar.write(f"{event.level}: {event.text}")
+    elif isinstance(event, FinishedEvent):
+        bar.close()
+        print(f"{event.reason} after {event.step} steps in {event.seconds:.1f} s", flush=True)
+
+
 def cmd_predict(args) -> int:
+    from dataclasses import asdict
+
+    from .config import PredictConfig, validate
     from .data import Volume
     from .inference import predict_annotated_volume
     from .io import check_writable, read_volume, write_volumes
     from .training import load_model
 
+    settings = validate(PredictConfig(args.mc_passes, args.batch, args.mc_scope, args.keep_fraction))
+    window = _parse_window(args.window)
     out = check_writable(args.out)
     model = load_model(args.model, "cpu")
     from .devices import pick_device
@@ -169,18 +225,18 @@ def cmd_predict(args) -> int:
     axis = args.axis if args.axis is not None else model.axis
     labels = _read_pair(args.image, args.labels, args.channel)[1] if args.labels else None
     volume = Volume(image, geom.spacing_zyx, labels=labels, annotated=_parse_slices(args.slices), axis=axis,
-                    name=Path(args.image).name, window=_parse_window(args.window))
+                    name=Path(args.image).name, window=window)
     t0 = time.perf_counter()
-    pred = predict_annotated_volume(model, volume, mc_passes=args.mc_passes, batch_size=args.batch, device=device,
-                                    mc_scope=args.mc_scope, keep_fraction=args.keep_fraction)
+    pred = predict_annotated_volume(model, volume, device=device, **asdict(settings))
     seconds = time.perf_counter() - t0
     write_volumes([(pred.labels, geom, out / "labels.nii.gz"), (pred.confidence, geom, out / "confidence.nii.gz"),
                    (pred.uncertainty, geom, out / "uncertainty.nii.gz")])
-    counts = np.bincount(pred.labels.ravel(), minlength=model.num_classes)
+    values = model.label_values or list(range(model.num_classes))  # the label value of each class
+    counts = np.bincount(pred.labels.ravel(), minlength=max(values) + 1)
     print(f"predicted {volume.num_slices} slices in {seconds:.1f} s ({args.mc_passes} MC-dropout passes, {args.mc_scope} blocks"
           + (f"; with the prior of {len(volume.annotated)} annotated slices" if volume.annotated else "") + ")")
     for c in range(1, model.num_classes):
-        print(f"  {model.class_names[c]}: {counts[c]} voxels")
+        print(f"  {model.class_names[c]}: {counts[values[c]]} voxels")
     print(f"slices to annotate next (axis {axis}): {', '.join(map(str, pred.suggestions[:5]))}")
     print(f"written: {out / 'labels.nii.gz'}, {out / 'confidence.nii.gz'}, {out / 'uncertainty.nii.gz'} ({pred.uncertainty_kind})")
     return 0
@@ -221,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("image", help="volume: NIfTI, NRRD, MHA/MHD file or DICOM folder")
     t.add_argument("labels", help="label volume on the image's grid; slices holding any label count as annotated")
     t.add_argument("--out", required=True, help="output folder (model.pt, config.json)")
-    t.add_argument("--method", default="mean_teacher", help="see 'napari-sslseg methods' (default: mean_teacher)")
+    t.add_argument("--method", help="see 'napari-sslseg methods' (default: mean_teacher; with --resume, the model's)")
     t.add_argument("--steps", type=int, help="training steps (default: 2000; with --time, no limit but the time)")
     t.add_argument("--time", type=float, metavar="SECONDS",
                    help="train for this many seconds (previews and Dice checks not counted); the schedules follow the time")
@@ -233,11 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     t.add_argument("--batch", type=int, help="slices per batch, labelled and unlabelled (default: 4)")
     t.add_argument("--eval-every", type=int, help="steps between Dice prints (default: 100)")
+    t.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+                   help="also save the model in --out every this many steps (default: every 5 minutes; "
+                        "always at the end, on Ctrl-C or SIGTERM, and after an error)")
     t.add_argument("--channel", type=int, help="channel to use from a multichannel or 4D image")
-    t.add_argument("--window", metavar="LOW,HIGH", help="fixed intensity window, e.g. CT -160,240 HU (default: 0.5-99.5 percentiles)")
+    t.add_argument("--window", metavar="LOW,HIGH", help="fixed intensity window, e.g. CT -160,240 HU (default: 0.5-99.5 percentiles); "
+                        "--window -160,240 and --window=-160,240 both work")
     t.add_argument("--class-names", help="comma-separated, background first")
     t.add_argument("--option", action="append", metavar="KEY=VALUE", help="a method option (repeatable)")
-    t.add_argument("--resume", metavar="MODEL", help="continue training from a model folder or file")
+    t.add_argument("--resume", metavar="MODEL", nargs="?", const="",
+                   help="continue training from a model folder or file; alone, from the checkpoint in --out "
+                        "(written every --checkpoint-every steps, and on Ctrl-C, termination or an error). "
+                        "The method and its options stay the model's; --steps counts the steps already done")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
@@ -283,18 +346,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .errors import InputError
+#: Options whose value may start with a minus sign (a CT window: -160,240).
+_SIGNED_OPTIONS = ("--window",)
 
-    args = build_parser().parse_args(argv)
+
+def _attach_signed_values(argv: list[str]) -> list[str]:
+    """``--window -160,240`` -> ``--window=-160,240``: argparse takes a value that starts with '-'
+    (and is not a plain number) for an option."""
+    out = []
+    for arg in argv:
+        if out and out[-1] in _SIGNED_OPTIONS and arg.startswith("-") and arg[1:2].isdigit():
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import InputError, TrainingError
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(_attach_signed_values(argv))
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         warnings.showwarning = lambda msg, cat, *a, **k: print(f"warning: {msg}", file=sys.stderr)
         try:
             return int(args.func(args) or 0)
         except InputError as exc:
-            print(f"napari-sslseg: error: {exc}", file=sys.stderr)
+            for line in str(exc).splitlines():  # one line for each bad value
+                print(f"napari-sslseg: error: {line}", file=sys.stderr)
             return 2
+        except TrainingError as exc:
+            print(f"napari-sslseg: error: {exc}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             print("napari-sslseg: interrupted", file=sys.stderr)
             return 130

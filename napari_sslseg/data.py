@@ -46,6 +46,25 @@ def keep_slices(labels: np.ndarray, slices: Sequence[int], axis: int = 0) -> np.
     return out
 
 
+def painted_values(volumes) -> list[int]:
+    """The label values on the annotated slices of ``volumes``, background (0) first."""
+    values = {0}
+    for v in volumes:
+        if v.labels is not None and v.annotated:
+            values.update(np.unique(np.take(v.labels, v.annotated, axis=v.axis)).tolist())
+    return sorted(int(x) for x in values)
+
+
+def to_classes(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
+    """The user's label ``values`` as classes 0..N-1 (class c is ``values[c]``), in a new array;
+    another value (on a slice not annotated, which training never reads) becomes background."""
+    lut = np.zeros(int(labels.max()) + 1, np.uint8)
+    for c, v in enumerate(values):
+        if v < len(lut):
+            lut[v] = c
+    return lut[labels]
+
+
 def check_image(image: np.ndarray, name: str = "image") -> None:
     """Refuse what cannot be trained on, with a message that says why."""
     if image.ndim == 2 or (image.ndim == 3 and min(image.shape) == 1):
@@ -68,6 +87,12 @@ def check_image(image: np.ndarray, name: str = "image") -> None:
 
 def check_labels(labels: np.ndarray, shape: tuple[int, ...], num_classes: int | None = None) -> np.ndarray:
     """Validate a label volume; return it as an integer array (the same array when it already is one)."""
+    if not isinstance(labels, np.ndarray):  # a list, or another array type
+        try:
+            labels = np.asarray(labels)
+        except (ValueError, TypeError):
+            raise InputError(f"The labels ({type(labels).__name__}) are not an array of one shape; "
+                             "give a (z, y, x) array of class numbers.") from None
     if tuple(labels.shape) != tuple(shape):
         raise InputError(f"The labels have shape {tuple(labels.shape)} but the image has {tuple(shape)}; they must share a grid.")
     if labels.dtype.kind == "f":
@@ -195,12 +220,14 @@ class Volume:
         done = set(self.annotated)
         return [s for s in range(self.num_slices) if s not in done]
 
-    def prior(self, num_classes: int | None = None, class_names=None):
+    def prior(self, num_classes: int | None = None, class_names=None, label_values=None):
         """The propagation prior of the annotated slices (:func:`napari_sslseg.prior.propagate`), carried
-        along the structures by registering this image's neighbouring slices."""
+        along the structures by registering this image's neighbouring slices; ``label_values``: the
+        label value of each class, where the labels hold values, not classes."""
         from .prior import propagate
 
-        return propagate(self.labels, self.annotated, self.axis, self.spacing, num_classes, class_names, image=self.image)
+        labels = self.labels if label_values is None else to_classes(self.labels, label_values)
+        return propagate(labels, self.annotated, self.axis, self.spacing, num_classes, class_names, image=self.image)
 
     def image_slice(self, index: int) -> np.ndarray:
         """Normalised float32 slice."""
@@ -218,6 +245,11 @@ def check_volumes(volumes: Sequence[Volume]) -> None:
         raise InputError(
             "No annotated slice: paint at least one slice of the labels (any non-zero class), "
             "or name the annotated slices explicitly."
+        )
+    if not any(np.take(v.labels, v.annotated, axis=v.axis).any() for v in volumes if v.annotated):
+        raise InputError(
+            "The annotated slices hold background only: paint at least one structure (a non-zero class) "
+            "on one of them; there is nothing to learn to segment yet."
         )
 
 
@@ -257,8 +289,7 @@ class SlicePool:
         """Rebuild the pools after annotations changed."""
         self.labelled = [(i, s) for i, v in enumerate(self.volumes) for s in v.annotated]
         self.unlabelled = [(i, s) for i, v in enumerate(self.volumes) for s in v.unannotated]
-        if not self.labelled:
-            check_volumes(self.volumes)
+        check_volumes(self.volumes)
 
     def num_classes(self) -> int:
         hi = 1

@@ -66,6 +66,14 @@ class PausedEvent:
 
 
 @dataclass
+class CheckpointEvent:
+    """The training state was written (periodically, or at the end of the run)."""
+
+    step: int
+    path: str
+
+
+@dataclass
 class FinishedEvent:
     step: int
     reason: str  # "completed" or "stopped"

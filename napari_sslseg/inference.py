@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import PredictConfig, validate
 from .data import Volume, resample_slice, target_size
 from .networks import LastBlockSampler, enable_dropout
 
@@ -20,7 +21,7 @@ _EPS = 1e-6
 #: The network's share when its probabilities are mixed with the propagation prior's (``predict_volume``).
 NETWORK_WEIGHT = 0.3
 #: Pieces of a class under this fraction of its largest piece are removed from whole-volume predictions.
-KEEP_FRACTION = 0.1
+KEEP_FRACTION = PredictConfig.keep_fraction
 
 
 @dataclass
@@ -35,6 +36,7 @@ class SegmentationModel:
     teacher: nn.Module | None = None  # EMA teacher: the student predicts; ``predict_volume(teacher_disagreement=True)`` maps where they differ
     discriminator: nn.Module | None = None  # per-pixel discriminator (adversarial method)
     prior_input: bool = False  # the network takes the prior's foreground probabilities after the image channel
+    label_values: list[int] | None = None  # the user's label value of each class, where it is not the class (a 0/255 mask); predictions use them
 
     def to(self, device: torch.device) -> "SegmentationModel":
         for m in (self.student, self.teacher, self.discriminator):
@@ -182,8 +184,7 @@ def predict_volume(
         keep_fraction: with every slice predicted, remove each class's 3D pieces smaller than this
             fraction of its largest (:func:`remove_small_components`); 0 keeps all.
     """
-    if mc_scope not in ("last", "all"):
-        raise ValueError(f"mc_scope must be 'last' or 'all', not {mc_scope!r}")
+    validate(PredictConfig(mc_passes, batch_size, mc_scope, keep_fraction))
     device = torch.device(device) if device is not None else next(model.student.parameters()).device
     axis = volume.axis
     shape = volume.image.shape
@@ -265,6 +266,8 @@ def predict_volume(
             m.train(was)
     if keep_fraction > 0 and slices is None:
         labels = remove_small_components(labels, keep_fraction, volume.spacing)
+    if model.label_values is not None:
+        labels = np.asarray(model.label_values, np.uint8)[labels]
     return Prediction(
         labels=labels,
         confidence=maps["confidence"],
@@ -285,7 +288,8 @@ def predict_volume(
 def predict_annotated_volume(model: SegmentationModel, volume: Volume, **kwargs) -> Prediction:
     """:func:`predict_volume` with the propagation prior of ``volume``'s annotated slices, where it
     has any (the user's labels of the image being predicted); without, the network alone."""
-    prior = volume.prior(model.num_classes, model.class_names) if volume.labels is not None and volume.annotated else None
+    prior = (volume.prior(model.num_classes, model.class_names, model.label_values)
+             if volume.labels is not None and volume.annotated else None)
     return predict_volume(model, volume, prior=prior, **kwargs)
 
 

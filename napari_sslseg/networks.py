@@ -7,8 +7,7 @@ import torch.nn.functional as F
 from monai.networks.nets import BasicUNet, PatchDiscriminator
 from torch import nn
 
-
-DROPOUT_SCOPES = ("last", "all")
+from .config import DROPOUT_SCOPES  # noqa: F401  (where the config declares it)
 
 
 def build_unet(

@@ -38,12 +38,13 @@ from monai.transforms import (
 )
 
 from . import checkpoint
-from .config import TrainConfig
-from .data import SlicePool, Volume, resample_slice, target_size
+from .config import TrainConfig, validate
+from .data import SlicePool, Volume, painted_values, resample_slice, target_size, to_classes
 from .devices import pick_device
-from .errors import InputError
+from .errors import InputError, TrainingError
 from .events import (
     AnnotationsEvent,
+    CheckpointEvent,
     EvalEvent,
     FinishedEvent,
     MessageEvent,
@@ -57,8 +58,8 @@ from .events import (
     UpdateLabels,
 )
 from .inference import Prediction, SegmentationModel, pad16, predict_volume, prior_prediction
-from .methods import METHODS, StepContext, create_method
-from .networks import DROPOUT_SCOPES, build_unet
+from .methods import METHODS, StepContext, create_method, method_config
+from .networks import build_unet
 from .prior import Prior
 from .schedules import poly_lr
 
@@ -139,42 +140,45 @@ class Trainer:
 
     Args:
         volumes: the volumes; each may have labels and annotated slices, or be unlabelled.
-        method: a registered method name (see :data:`napari_sslseg.methods.METHODS`).
+        method: a registered method name (see :data:`napari_sslseg.methods.METHODS`); default:
+            the resumed model's, else "mean_teacher".
         config: loop settings.
         method_options: the method's config fields to change, as a dict.
         class_names: one name per class, background first; default "class N".
         resume: a checkpoint payload (from :func:`checkpoint.load`) to continue from.
         preview_volume: which volume previews show.
+        checkpoint: where the training state is written every ``config.checkpoint_every`` steps
+            and ``config.checkpoint_seconds`` seconds, at the end of the run (completed or
+            stopped), when the run is closed mid-way, and after a failure (the last state);
+            None = only by :meth:`save`.
     """
 
     def __init__(
         self,
         volumes: Sequence[Volume],
-        method: str = "mean_teacher",
+        method: str | None = None,
         config: TrainConfig | None = None,
         method_options: dict | None = None,
         class_names: Sequence[str] | None = None,
         resume: dict | None = None,
         preview_volume: int = 0,
+        checkpoint: str | Path | None = None,
     ):
-        self.config = config = config or TrainConfig()
-        if config.patch % 16:
-            raise InputError(f"Patch size {config.patch} is not a multiple of 16, which the U-Net needs.")
-        if config.steps < 1:
-            raise InputError("Train for at least one step.")
-        if config.dropout_scope not in DROPOUT_SCOPES:
-            raise InputError(f"Dropout scope '{config.dropout_scope}' is not one of: {', '.join(DROPOUT_SCOPES)}.")
-        if method not in METHODS:
-            raise InputError(f"Unknown method '{method}'. Known: {', '.join(sorted(METHODS))}.")
+        self.config = config = validate(config or TrainConfig())
+        if resume is not None:
+            method, method_options = resumed_method(resume, method, method_options, config)
+        method = method or "mean_teacher"
+        method_config(method, method_options)  # checked before any work
         self.pool = SlicePool(volumes)
         if resume is not None:
-            method = resume["method"]
-            method_options = resume.get("method_options")
             saved = saved_config(resume)
             # the network must match the weights (and the dropout they were trained with)
             config.width, config.dropout, config.dropout_scope = saved.width, saved.dropout, saved.dropout_scope
             config.prior_input = saved.prior_input
             self._check_resume(resume)
+        self.label_values, self.notes = _label_values(self.pool.volumes, class_names, resume)
+        for vol in self.pool.volumes:
+            self._take_label_values(vol)
         num_classes = self.pool.num_classes()
         if class_names is not None:
             num_classes = max(num_classes, len(class_names))
@@ -223,6 +227,9 @@ class Trainer:
         self.last_dice: float | None = None
         if resume is not None:
             self._load(resume)
+        self.checkpoint_path = Path(checkpoint) if checkpoint is not None else None
+        self._saved = (self.step, time.monotonic())  # step and time of the last checkpoint
+        self._finished = False
 
     def _check_resume(self, payload: dict) -> None:
         axis, saved_axis = self.pool.volumes[0].axis, payload.get("axis")
@@ -265,6 +272,7 @@ class Trainer:
         old_labels, old_annotated = vol.labels, vol.annotated
         try:
             vol.set_labels(cmd.labels, cmd.annotated)
+            self._take_label_values(vol)
             if vol.labels is not None and vol.labels.max() >= self.num_classes:
                 raise InputError(
                     f"The new labels hold class {int(vol.labels.max())}, but this model learns classes "
@@ -282,6 +290,17 @@ class Trainer:
             self.pool.refresh()
             return MessageEvent(self.step, "warning", f"New labels not used: {exc}")
         return AnnotationsEvent(self.step, cmd.volume_index, list(vol.annotated))
+
+    def _take_label_values(self, vol: Volume) -> None:
+        """Bring ``vol``'s labels from the user's values to classes, where they differ; a value
+        the model was not trained on is refused."""
+        if self.label_values is None or vol.labels is None:
+            return
+        unknown = sorted(set(painted_values([vol])) - set(self.label_values))
+        if unknown:
+            raise InputError(f"The labels hold value {unknown[0]}, which this model was not trained on "
+                             f"(values {', '.join(map(str, self.label_values))}); start a new training to add a class.")
+        vol.labels = to_classes(vol.labels, self.label_values)
 
     # ----- one step -----
     def _batch(self, items, labelled: bool):
@@ -420,6 +439,7 @@ class Trainer:
             teacher=self.method.teacher,
             discriminator=self.method.discriminator,
             prior_input=self.config.prior_input,
+            label_values=self.label_values,
         )
 
     @torch.no_grad()
@@ -480,12 +500,33 @@ class Trainer:
     def prior_preview(self, volume_index: int | None = None) -> PreviewEvent:
         """The propagation prior of a volume, as a preview at the current step."""
         vi = self.preview_volume if volume_index is None else volume_index
-        return PreviewEvent(self.step, vi, prior_prediction(self.priors[vi], self.pool.volumes[vi].annotated))
+        prediction = prior_prediction(self.priors[vi], self.pool.volumes[vi].annotated)
+        if self.label_values is not None:  # in the user's values, as the network's predictions are
+            prediction.labels = np.asarray(self.label_values, np.uint8)[prediction.labels]
+        return PreviewEvent(self.step, vi, prediction)
 
     # ----- the loop -----
     def run(self) -> Generator[object, object, FinishedEvent]:
-        """Train until ``config.steps`` or a Stop; yields events, accepts commands via send()."""
+        """Train until ``config.steps`` or a Stop; yields events, accepts commands via send().
+
+        Raises:
+            TrainingError: a step, an evaluation or a preview failed; the state of the last
+                complete step was saved to ``checkpoint`` first, and the message says so.
+        """
+        try:
+            return (yield from self._run())
+        except GeneratorExit:  # the consumer left mid-run (the viewer closed, say): keep the work
+            if not self._finished and self.step > self._saved[0]:
+                self.save_checkpoint()
+            raise
+        except Exception as exc:
+            raise TrainingError(self._failure(exc)) from exc
+
+    def _run(self) -> Generator[object, object, FinishedEvent]:
         cfg = self.config
+        self._finished = False
+        for text in self.notes:
+            self._take((yield MessageEvent(self.step, "info", text)))
         t0 = time.perf_counter()
         for vi, prior in self.priors.items():
             for text in prior.warnings:  # where the result will be weak, said before the user waits for it
@@ -516,6 +557,8 @@ class Trainer:
             else:
                 eta = (total - self.step) / max(rate, 1e-9)
             self._take((yield StepEvent(self.step, total, losses, weights, lr, rate, eta)))
+            if self._checkpoint_due():
+                self._take((yield CheckpointEvent(self.step, str(self.save_checkpoint()))))
             more = self.step < cfg.steps and not self.time_spent()
             if cfg.eval_every and self.step % cfg.eval_every == 0 and more:
                 self._take((yield self.evaluate()))
@@ -530,9 +573,42 @@ class Trainer:
             self._take((yield self.evaluate()))
             if cfg.preview_every:
                 self._take((yield self.preview()))
+        if self.checkpoint_path is not None and self.step > self._saved[0]:
+            self._take((yield CheckpointEvent(self.step, str(self.save_checkpoint()))))
         done = FinishedEvent(self.step, reason, time.perf_counter() - t0)
+        self._finished = True
         yield done
         return done
+
+    def request_stop(self) -> None:
+        """Stop after the current step, as a Stop command does; safe in a signal handler (no lock)."""
+        self._stop = True
+
+    def _checkpoint_due(self) -> bool:
+        cfg, (step, when) = self.config, self._saved
+        if self.checkpoint_path is None or self.step == step:
+            return False
+        return bool((cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0)
+                    or (cfg.checkpoint_seconds and time.monotonic() - when >= cfg.checkpoint_seconds))
+
+    def save_checkpoint(self) -> Path | None:
+        """Write the state to ``checkpoint_path`` (when there is one and a step was trained)."""
+        if self.checkpoint_path is None or self.step == 0:
+            return None
+        path = self.save(self.checkpoint_path)
+        self._saved = (self.step, time.monotonic())
+        return path
+
+    def _failure(self, exc: Exception) -> str:
+        """Save what was trained, and say in one line what failed and where the work is."""
+        what = f"Training failed at step {self.step + 1}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+        if self.checkpoint_path is None or self.step == 0:
+            return what + "."
+        try:
+            path = self.save_checkpoint()
+        except Exception as save_exc:  # noqa: BLE001 - the first failure is the one to report
+            return f"{what}; the model could not be saved either ({type(save_exc).__name__}: {save_exc})."
+        return f"{what}; the model of step {self.step} is saved in {path}, training can resume from it."
 
     def _command_events(self):
         """Apply queued commands, yielding what they produce, until none is left."""
@@ -556,6 +632,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "num_classes": self.num_classes,
             "class_names": list(self.class_names),
+            "label_values": self.label_values,
             "target_spacing": list(self.pool.target_spacing),
             "axis": int(self.pool.volumes[0].axis),
             "intensity": [asdict(v.stats) for v in self.pool.volumes],
@@ -601,6 +678,39 @@ def prior_loss(logits: torch.Tensor, prior: torch.Tensor, weight: torch.Tensor) 
     return ce + dice.mean()
 
 
+def _label_values(volumes, class_names, resume: dict | None) -> tuple[list[int] | None, list[str]]:
+    """The user's label value of each class where it is not simply the class (a 0/255 mask would
+    otherwise train 256 classes), and the note that says so; None where values are classes. Class
+    names for every value up to the largest keep the user's numbering."""
+    if resume is not None:
+        return resume.get("label_values"), []
+    values = painted_values(volumes)
+    if values == list(range(len(values))) or len(class_names or []) > values[-1]:
+        return None, []
+    moved = ", ".join(f"{v} -> {c}" for c, v in enumerate(values) if v != c)
+    return values, [f"The labels use values {', '.join(map(str, values))}: trained as classes "
+                    f"{', '.join(map(str, range(len(values))))} ({moved}); predictions use your values."]
+
+
+def resumed_method(payload: dict, method: str | None, options: dict | None, config: TrainConfig) -> tuple[str, dict]:
+    """The method and options a resumed run continues with: the checkpoint's. A different method,
+    a different option value, or a step count the model has already reached is refused rather than
+    silently overridden."""
+    saved, saved_options, done = payload["method"], dict(payload.get("method_options") or {}), int(payload.get("step", 0))
+    if method is not None and method != saved:
+        raise InputError(f"The model was trained with '{saved}'; a resumed run cannot switch to '{method}'. "
+                         "Resume without naming another method, or start a new training.")
+    changed = [f"{k}={v!r} " + (f"(trained with {saved_options[k]!r})" if k in saved_options else f"(no option of '{saved}')")
+               for k, v in (options or {}).items() if k not in saved_options or saved_options[k] != v]
+    if changed:
+        raise InputError(f"A resumed run keeps the options the model was trained with; {', '.join(changed)} "
+                         "would change them. Resume without them, or start a new training.")
+    if config.time_budget <= 0 and config.steps <= done:
+        raise InputError(f"The model has trained {done} steps already; steps = {config.steps} leaves none to train. "
+                         f"Give the total number of steps, more than {done}.")
+    return saved, saved_options
+
+
 def saved_config(payload: dict) -> TrainConfig:
     """The TrainConfig a checkpoint was trained with; checkpoints written before ``dropout_scope``
     existed had dropout in every block."""
@@ -628,5 +738,6 @@ def load_model(path, device: str | torch.device = "cpu") -> SegmentationModel:
         teacher=method.teacher,
         discriminator=method.discriminator,
         prior_input=cfg.prior_input,
+        label_values=payload.get("label_values"),
     )
     return model.to(pick_device(str(device)) if not isinstance(device, torch.device) else device)

@@ -46,7 +46,7 @@ def test_resume_continues_from_the_saved_step(tiny_volume, tmp_path):
         if getattr(ev, "step", 0) == 3 and hasattr(ev, "losses"):
             break
     first.save(tmp_path / "model.pt")
-    resumed = Trainer([tiny_volume], "supervised", cfg(6), resume=checkpoint.load(tmp_path / "model.pt"))
+    resumed = Trainer([tiny_volume], config=cfg(6), resume=checkpoint.load(tmp_path / "model.pt"))
     assert resumed.method_name == "mean_teacher" and resumed.step == 3
     steps = [e.step for e in resumed.run() if hasattr(e, "losses")]
     assert steps == [4, 5, 6]
@@ -319,3 +319,23 @@ def test_trainer_save_writes_under_the_step_lock(trained, tmp_path, monkeypatch)
     monkeypatch.setattr(checkpoint, "save", lambda state, path: held.append(trained.lock.locked()) or real(state, path))
     trained.save(tmp_path / "model.pt")
     assert held == [True]
+
+
+def test_resume_refuses_to_change_the_method_its_options_or_to_train_no_step(tiny_volume, tmp_path):
+    """Resuming used to switch silently to the file's method and options, and a step count at or
+    below the saved step reported "completed" and rewrote the model."""
+    from napari_sslseg.errors import InputError
+
+    first = Trainer([tiny_volume], "mean_teacher", cfg(3), method_options={"ema_decay": 0.9})
+    list(first.run())
+    payload = checkpoint.save(first.state(), tmp_path / "model.pt") and checkpoint.load(tmp_path / "model.pt")
+    with pytest.raises(InputError, match=r"^The model was trained with 'mean_teacher'; a resumed run cannot switch to "
+                                         r"'supervised'\. Resume without naming another method, or start a new training\.$"):
+        Trainer([tiny_volume], "supervised", cfg(6), resume=payload)
+    with pytest.raises(InputError, match=r"keeps the options the model was trained with; ema_decay=0\.99 \(trained with 0\.9\)"):
+        Trainer([tiny_volume], "mean_teacher", cfg(6), {"ema_decay": 0.99}, resume=payload)
+    with pytest.raises(InputError, match=r"^The model has trained 3 steps already; steps = 3 leaves none to train\. "
+                                         r"Give the total number of steps, more than 3\.$"):
+        Trainer([tiny_volume], config=cfg(3), resume=payload)
+    same = Trainer([tiny_volume], "mean_teacher", cfg(4), {"ema_decay": 0.9}, resume=payload)  # naming the same is fine
+    assert same.step == 3 and same.method.config.ema_decay == 0.9

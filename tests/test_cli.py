@@ -222,3 +222,76 @@ def test_predict_on_a_full_disk_keeps_the_previous_outputs(tmp_path, capsys, mon
     assert captured.err.count("\n") == 1 and "uncertainty.nii.gz: it read back incomplete" in captured.err
     assert {n: (pred / n).read_bytes() for n in names} == before
     assert sorted(p.name for p in pred.iterdir()) == sorted(names)
+
+
+def test_a_negative_window_can_be_typed(tmp_path, capsys):
+    """--window -160,240 (the README's CT example) and --window=-160,240 both reach the parser."""
+    from napari_sslseg import checkpoint
+
+    for window in (["--window", "-160,240"], ["--window=-160,240"]):
+        run = tmp_path / "run"
+        assert main(["train", str(BRAIN1_IMAGE), str(BRAIN1_LABEL), "--out", str(run), "--steps", "1", "-q",
+                     "--method", "supervised", "--eval-every", "0", *window]) == 0
+        assert checkpoint.load(run)["intensity"][0]["low"] == -160
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--batch", "-1"], "batch_labelled = -1 is not allowed: it takes a whole number >= 1."),
+        (["train", "--batch", "0"], "batch_labelled = 0 is not allowed: it takes a whole number >= 1."),
+        (["train", "--threads", "-3"], "threads = -3 is not allowed: it takes a whole number >= 0."),
+        (["train", "--option", "ema_decay=abc"],
+         "mean_teacher option ema_decay = 'abc' is not allowed: it takes a number >= 0 and <= 1."),
+        (["predict", "--batch", "0"], "batch_size = 0 is not allowed: it takes a whole number >= 1."),
+        (["predict", "--mc-passes", "-4"], "mc_passes = -4 is not allowed: it takes a whole number >= 0."),
+    ],
+)
+def test_bad_numbers_are_refused_before_any_work(tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    command, extra = args[0], args[1:]
+    inputs = [str(BRAIN1_IMAGE), str(BRAIN1_LABEL)] if command == "train" else [str(tmp_path / "no-model"), str(BRAIN1_IMAGE)]
+    assert main([command, *inputs, "--out", str(out), *extra]) == 2
+    lines = capsys.readouterr().err.splitlines()  # --batch -1: one line for each batch it sets
+    assert lines[0] == f"napari-sslseg: error: {message}" and all(line.startswith("napari-sslseg: error: ") for line in lines)
+    assert not out.exists()  # refused before the output folder was made
+
+
+def test_resume_refuses_another_method_and_too_few_steps(tmp_path, capsys):
+    run = tmp_path / "run"
+    common = [str(BRAIN1_IMAGE), str(BRAIN1_LABEL), "--out", str(run), "-q", "--eval-every", "0"]
+    assert main(["train", *common, "--steps", "2", "--method", "supervised"]) == 0
+    before = (run / "model.pt").read_bytes()
+    assert main(["train", *common, "--steps", "4", "--resume", "--method", "entropy_min"]) == 2
+    assert _err(capsys) == ("napari-sslseg: error: The model was trained with 'supervised'; a resumed run cannot switch to "
+                            "'entropy_min'. Resume without naming another method, or start a new training.\n")
+    assert main(["train", *common, "--steps", "2", "--resume"]) == 2
+    assert "The model has trained 2 steps already; steps = 2 leaves none to train" in _err(capsys)
+    assert (run / "model.pt").read_bytes() == before  # not rewritten
+    assert main(["train", *common, "--steps", "3", "--resume"]) == 0  # from --out's checkpoint
+    out = capsys.readouterr().out
+    assert "Resuming 'supervised' at step 2" in out and "completed after 3 steps" in out
+
+
+def test_slices_with_background_only_are_refused(tmp_path, capsys):
+    """--slices naming slices that hold no structure: refused before training, not Dice "nan ()"."""
+    assert main(["train", str(BRAIN1_IMAGE), str(BRAIN1_LABEL), "--out", str(tmp_path / "o"), "--slices", "0,5",
+                 "--steps", "2", "-q"]) == 2
+    assert _err(capsys) == ("napari-sslseg: error: The annotated slices hold background only: paint at least one "
+                            "structure (a non-zero class) on one of them; there is nothing to learn to segment yet.\n")
+
+
+def test_a_0_255_mask_trains_two_classes_and_predict_writes_its_values(tmp_path, capsys):
+    lab, geom = read_volume(BRAIN1_LABEL)
+    mask = write_volume((lab > 0).astype(np.uint8) * 255, geom, tmp_path / "mask.nrrd")
+    run, pred = tmp_path / "run", tmp_path / "pred"
+    assert main(["train", str(BRAIN1_IMAGE), str(mask), "--out", str(run), "--method", "supervised", "--steps", "2",
+                 "--eval-every", "0", "--batch", "2", "--threads", "1", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "2 classes" in out
+    assert "info: The labels use values 0, 255: trained as classes 0, 1 (255 -> 1); predictions use your values." in out
+    assert main(["predict", str(run), str(BRAIN1_IMAGE), "--out", str(pred), "--labels", str(mask), "--mc-passes", "0"]) == 0
+    out = capsys.readouterr().out
+    written, _ = read_volume(pred / "labels.nii.gz")
+    assert set(np.unique(written)) == {0, 255}
+    assert f"  class 1: {int((written == 255).sum())} voxels" in out

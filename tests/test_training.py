@@ -123,7 +123,7 @@ def test_dropout_scope_places_dropout(tiny_volume):
     last = build_unet(3, width=8, dropout_scope="last")
     assert dropouts(last) == [LastBlockSampler(last).dropout]
     assert len(dropouts(build_unet(3, width=8, dropout_scope="all"))) > 10
-    with pytest.raises(InputError, match="Dropout scope 'middle'"):
+    with pytest.raises(InputError, match="dropout_scope = 'middle' is not allowed"):
         Trainer([tiny_volume], "supervised", TrainConfig(steps=1, dropout_scope="middle"))
 
 
@@ -195,3 +195,92 @@ def test_prior_follows_new_annotations(tiny_volume):
     next(gen)
     assert trainer.priors[0].annotated == [2, 4, 6, 10]
     gen.close()
+
+
+def test_labels_sent_as_a_list_are_taken_and_ragged_ones_warned(tiny_volume):
+    """New labels as a nested list used to kill the loop with an AttributeError."""
+    trainer = Trainer([tiny_volume], "supervised", cfg(steps=20, eval_every=0))
+    gen = trainer.run()
+    next(gen)
+    new = tiny_volume.labels.copy()
+    new[4] = (tiny_volume.image[4] > 50).astype(np.uint8)
+    trainer.submit(UpdateLabels(0, new.tolist()))
+    ev = next(gen)
+    assert isinstance(ev, AnnotationsEvent) and ev.annotated == [2, 4, 6, 10]
+    trainer.submit(UpdateLabels(0, [[0, 1], [1]]))
+    ev = next(gen)
+    assert isinstance(ev, MessageEvent) and ev.level == "warning"
+    assert ev.text == ("New labels not used: The labels (list) are not an array of one shape; "
+                       "give a (z, y, x) array of class numbers.")
+    trainer.submit(Stop())
+    assert list(gen)[-1].reason == "stopped" and trainer.pool.labelled == [(0, s) for s in (2, 4, 6, 10)]
+
+
+def test_background_only_annotations_are_refused_before_training(tiny_volume):
+    """Slices marked as background, and nothing painted: training used to run and print Dice "nan ()"."""
+    message = ("The annotated slices hold background only: paint at least one structure (a non-zero class) "
+               "on one of them; there is nothing to learn to segment yet.")
+    empty = Volume(tiny_volume.image, labels=np.zeros_like(tiny_volume.labels), annotated=[2, 6], name="empty")
+    with pytest.raises(InputError) as info:
+        Trainer([empty], "supervised", cfg())
+    assert str(info.value) == message
+    # erasing every structure mid-run is a warning; the painted labels stay in use
+    trainer = Trainer([tiny_volume], "supervised", cfg(steps=20, eval_every=0))
+    gen = trainer.run()
+    next(gen)
+    trainer.submit(UpdateLabels(0, np.zeros_like(tiny_volume.labels), annotated=[2, 6]))
+    ev = next(gen)
+    assert isinstance(ev, MessageEvent) and ev.text == f"New labels not used: {message}"
+    assert trainer.pool.labelled == [(0, 2), (0, 6), (0, 10)]
+    trainer.submit(Stop())
+    list(gen)
+
+
+def test_a_0_255_mask_trains_two_classes_and_predicts_in_its_values(tiny_volume, tmp_path):
+    """A binary mask saved as 0/255 used to train a 256-class model."""
+    from napari_sslseg import checkpoint
+    from napari_sslseg.inference import predict_annotated_volume
+    from napari_sslseg.training import load_model
+
+    mask = Volume(tiny_volume.image, labels=tiny_volume.labels * 255, name="mask")
+    trainer = Trainer([mask], "supervised", cfg(steps=3, preview_every=3), checkpoint=tmp_path / "model.pt")
+    assert trainer.num_classes == 2
+    events = list(trainer.run())
+    notes = [e.text for e in events if isinstance(e, MessageEvent)]
+    assert notes[0] == ("The labels use values 0, 255: trained as classes 0, 1 (255 -> 1); "
+                        "predictions use your values.")
+    previews = [e.prediction.labels for e in events if isinstance(e, PreviewEvent)]
+    assert all(set(np.unique(p)) <= {0, 255} for p in previews) and (previews[0] == 255).any()
+    assert checkpoint.load(tmp_path / "model.pt")["label_values"] == [0, 255]
+    model = load_model(tmp_path)
+    pred = predict_annotated_volume(model, Volume(tiny_volume.image, labels=tiny_volume.labels * 255),
+                                    mc_passes=0)
+    assert set(np.unique(pred.labels)) <= {0, 255} and (pred.labels == 255).any()
+
+
+def test_new_labels_in_another_value_are_refused_when_values_are_mapped(tiny_volume):
+    mask = Volume(tiny_volume.image, labels=tiny_volume.labels * 255, name="mask")
+    trainer = Trainer([mask], "supervised", cfg(steps=20, eval_every=0))
+    gen = trainer.run()
+    while not isinstance(next(gen), StepEvent):
+        pass
+    new = tiny_volume.labels * 255
+    new[4, 10:14, 10:14] = 255
+    trainer.submit(UpdateLabels(0, new))
+    ev = next(gen)
+    assert isinstance(ev, AnnotationsEvent) and 4 in ev.annotated
+    assert trainer.pool.volumes[0].labels.max() == 1  # classes inside the engine
+    new[8, 10:14, 10:14] = 7
+    trainer.submit(UpdateLabels(0, new))
+    ev = next(gen)
+    assert ev.text == ("New labels not used: The labels hold value 7, which this model was not trained on "
+                       "(values 0, 255); start a new training to add a class.")
+    trainer.submit(Stop())
+    list(gen)
+
+
+def test_class_names_for_every_value_keep_the_users_numbering(tiny_volume):
+    gap = Volume(tiny_volume.image, labels=tiny_volume.labels * 2, name="gap")
+    assert Trainer([gap], "supervised", cfg(), class_names=["background", "unused", "disc"]).num_classes == 3
+    mapped = Trainer([gap], "supervised", cfg())
+    assert mapped.num_classes == 2 and mapped.label_values == [0, 2]

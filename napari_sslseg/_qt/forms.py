@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import MISSING, fields
 
-from magicgui.widgets import CheckBox, Container, FloatSpinBox, LineEdit, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, SpinBox
 
 
 def _default(field):
@@ -15,22 +15,28 @@ def _default(field):
     return None
 
 
-def _widget(name: str, value):
+def _widget(name: str, value, limits: dict):
+    """A widget for one field; its range, where the config declares one (``config.setting``), bounds
+    the spin box. ``config.validate`` still checks every value when training starts."""
     label = name.replace("_", " ")
+    low = limits.get("low", limits.get("above", 0))
+    high = limits.get("high", limits.get("below", 10**7))
     if isinstance(value, bool):
         return CheckBox(name=name, label=label, value=value)
     if isinstance(value, int):
-        return SpinBox(name=name, label=label, value=value, min=0, max=10**7)
+        return SpinBox(name=name, label=label, value=value, min=low, max=high, step=limits.get("multiple", 1))
     if isinstance(value, float):
         # a step below the default keeps enough decimals for values like 1e-4
         step = min(0.01, abs(value) / 10) if value else 0.01
-        return FloatSpinBox(name=name, label=label, value=value, min=0.0, max=1e6, step=step)
+        return FloatSpinBox(name=name, label=label, value=value, min=float(low), max=float(min(high, 1e6)), step=step)
+    if "choices" in limits:
+        return ComboBox(name=name, label=label, value=value, choices=list(limits["choices"]))
     return LineEdit(name=name, label=label, value="" if value is None else str(value))
 
 
 def dataclass_form(cls, exclude=()) -> Container:
     """A form with one widget per field of the dataclass ``cls``, set to its defaults."""
-    widgets = [_widget(f.name, _default(f)) for f in fields(cls) if f.name not in exclude]
+    widgets = [_widget(f.name, _default(f), f.metadata.get("limits", {})) for f in fields(cls) if f.name not in exclude]
     for w, f in zip(widgets, [f for f in fields(cls) if f.name not in exclude]):
         w.tooltip = f"{f.name} (default {_default(f)!r})"
     return Container(widgets=widgets, labels=True)

@@ -6,8 +6,11 @@ worker, :mod:`.results` owns the result layers and the review of pseudo-labels.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSlider, Label, LineEdit, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, Label, LineEdit, PushButton, SpinBox
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -24,6 +27,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .. import checkpoint
 from ..config import TrainConfig
 from ..data import Volume, annotated_slices, default_axis
 from ..devices import pick_device
@@ -42,6 +46,14 @@ PAINT_DEBOUNCE_MS = 1000
 #: Training settings shown in the main form; the others sit under "Advanced".
 MAIN_SETTINGS = ("time_budget", "steps", "device", "preview_every")
 AXES = [("0 (z)", 0), ("1 (y)", 1), ("2 (x)", 2)]
+#: Where each image's training state is kept, so that a stopped, failed or closed run can continue.
+RUNS = Path.home() / ".cache" / "napari-sslseg" / "runs"
+
+
+def saved_run(image: Image) -> Path:
+    """The checkpoint of the last training on ``image`` (by layer name and shape)."""
+    name = re.sub(r"[^\w.-]+", "_", image.name)[:80]
+    return RUNS / f"{name}-{'x'.join(map(str, image.data.shape))}.pt"
 
 
 class _Shutdown:
@@ -138,6 +150,9 @@ class TrainingPanel(QWidget):
         self.advanced_toggle = QToolButton(text="Advanced settings")
         self.advanced_toggle.setCheckable(True)
 
+        self.resume = CheckBox(text="Continue the saved training", value=False, enabled=False)
+        self.resume.tooltip = ("Training saves its state on Stop, on an error, when napari closes and every few minutes; "
+                               "continue it from there with its method and options")
         self.train_button = PushButton(text="Train")
         self.pause_button = PushButton(text="Pause", enabled=False)
         self.stop_button = PushButton(text="Stop", enabled=False)
@@ -168,7 +183,8 @@ class TrainingPanel(QWidget):
         layout = QVBoxLayout(content)
         layout.addWidget(_group("Data", self.data_form, self.extras, self.add_extra))
         layout.addWidget(_group("Method", self.method, self.method_summary, self.method_options))
-        layout.addWidget(_group("Training", self.main_settings, self.advanced_toggle, self.advanced, buttons, self.status, self.plot))
+        layout.addWidget(_group("Training", self.main_settings, self.advanced_toggle, self.advanced, self.resume, buttons,
+                                self.status, self.plot))
         layout.addWidget(
             _group("Results", self.threshold, self.toggle_button, Label(value="Suggested slices (best first)"),
                    self.suggestions, self.next_button, self.around, review, self.background_button)
@@ -227,14 +243,25 @@ class TrainingPanel(QWidget):
         self.background.clear()  # background marks belong to the image they were made on
         if layer is not None and layer.ndim >= 3:
             self.axis.value = default_axis(layer.scale[-3:])
+        self._offer_resume()
+
+    def _offer_resume(self) -> None:
+        """Offer to continue when a saved training of the chosen image exists."""
+        layer = self.image.value
+        path = saved_run(layer) if layer is not None else None
+        exists = path is not None and path.exists()
+        self.resume.enabled = exists
+        if not exists:
+            self.resume.value = False
+        self.resume.text = f"Continue the saved training ({path.name})" if exists else "Continue the saved training"
 
     def _on_labels(self, *_) -> None:
         layer = self.labels.value
         if layer is None:
             return
         names = layer.metadata.get("class_names")
-        if not names:
-            names = default_class_names(max(int(np.max(layer.data)), 1) + 1)
+        if not names:  # one per value painted: a 0/255 mask has two classes, not 256
+            names = default_class_names(max(len(np.unique(layer.data)), 2))
         self.class_names.value = ", ".join(names)
 
     def _on_method(self, *_) -> None:
@@ -273,16 +300,23 @@ class TrainingPanel(QWidget):
             return
         try:
             volumes, pairs = self._collect()
+            state = saved_run(pairs[0][0])
+            resume = checkpoint.load(state) if self.resume.value and self.resume.enabled else None
             trainer = Trainer(
                 volumes,
-                method=self.method.value,
+                method=None if resume else self.method.value,  # a resumed run keeps its method and options
                 config=self._config(),
-                method_options=form_values(self.method_options),
+                method_options=None if resume else form_values(self.method_options),
                 class_names=self._names(),
+                resume=resume,
+                checkpoint=state,
             )
-        except InputError as exc:
+            state.parent.mkdir(parents=True, exist_ok=True)
+        except (InputError, OSError) as exc:
             show_error(str(exc))
             return
+        if resume:
+            self.method.value = trainer.method_name
         self.trainer, self._train_layers = trainer, pairs
         self.annotated = {i: list(v.annotated) for i, v in enumerate(volumes)}
         self.plot.clear()
@@ -380,10 +414,11 @@ class TrainingPanel(QWidget):
             self.status.value = f"Training {event.reason} after {event.step} steps ({event.seconds:.0f} s)."
 
     def _on_error(self, exc: Exception) -> None:
-        show_error(f"Training failed: {exc}. Your layers are unchanged.")
+        show_error(f"{exc} Your layers are unchanged.")
 
     def _on_done(self) -> None:
         self._set_running(False)
+        self._offer_resume()
         self._unwatch_labels()
         self._paint_timer.stop()
         self.plot.redraw(force=True)

@@ -11,23 +11,22 @@ import time
 from napari.qt.threading import create_worker
 from napari.utils import progress
 
+from ..errors import TrainingError
 from ..events import FinishedEvent, Pause, Resume, StepEvent, Stop
 
 
-class TrainingError(Exception):
-    """An exception raised inside the training thread, carried to the GUI thread."""
-
-
 def _guarded(events):
-    """Re-raise the loop's exceptions as TrainingError.
+    """Re-raise the loop's exceptions as TrainingError (the loop's own already are one).
 
     superqt's generator worker takes a RuntimeError for "the worker was deleted" and
     drops it silently, while torch reports most failures (out of memory, say) as one.
     """
     try:
         return (yield from events)
+    except TrainingError:
+        raise
     except Exception as exc:
-        raise TrainingError(f"{type(exc).__name__}: {exc}") from exc
+        raise TrainingError(f"Training failed: {type(exc).__name__}: {exc}.") from exc
 
 
 class TrainingSession:
@@ -37,7 +36,8 @@ class TrainingSession:
         self.finished = False
         self.timed = trainer.config.time_budget > 0  # the bar counts seconds of training, else steps
         self.progress = progress(total=int(trainer.config.time_budget) if self.timed else trainer.config.steps, desc=description)
-        self.worker = create_worker(_guarded, trainer.run(), _start_thread=False, _ignore_errors=True)
+        self._run = trainer.run()
+        self.worker = create_worker(_guarded, self._run, _start_thread=False, _ignore_errors=True)
         self.worker.yielded.connect(self._on_event)
         self.worker.yielded.connect(on_event)
         self.worker.errored.connect(on_error)
@@ -79,7 +79,8 @@ class TrainingSession:
         self.submit(Stop())
 
     def shutdown(self, timeout: float = 30.0) -> None:
-        """Stop now and wait for the thread (the viewer or panel is closing)."""
+        """Stop now and wait for the thread (the viewer or panel is closing); the training state
+        is saved to the trainer's checkpoint."""
         if self.finished:
             return
         self.trainer.submit(Stop())
@@ -87,5 +88,7 @@ class TrainingSession:
         deadline = time.monotonic() + timeout
         while self.worker.is_running and time.monotonic() < deadline:
             time.sleep(0.02)
+        if not self.worker.is_running:
+            self._run.close()  # the loop, closed mid-run, saves what it trained
         self.finished = True
         self.progress.close()

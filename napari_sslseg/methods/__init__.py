@@ -4,7 +4,7 @@ Importing this package registers every built-in method; :data:`METHODS` maps eac
 name to its class and drives the command line and the napari panel alike.
 """
 
-from .base import METHODS, Method, StepContext, create_method, register
+from .base import METHODS, Method, StepContext, create_method, method_config, register
 from . import supervised, mean_teacher, ua_mt, adversarial, entropy_min  # noqa: F401,E402  (registration)
 
-__all__ = ["METHODS", "Method", "StepContext", "create_method", "register"]
+__all__ = ["METHODS", "Method", "StepContext", "create_method", "method_config", "register"]

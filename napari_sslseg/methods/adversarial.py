@@ -14,19 +14,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import setting
 from ..networks import PixelDiscriminator
 from .base import Method, StepContext, register
 
 
 @dataclass
 class AdversarialConfig:
-    lambda_adv_labelled: float = 0.01  # adversarial weight on annotated slices (Hung et al. 2018)
-    lambda_adv_unlabelled: float = 0.001  # adversarial weight on unannotated slices (Hung et al. 2018)
-    lambda_semi: float = 0.1  # self-training weight (Hung et al. 2018)
-    threshold: float = 0.2  # discriminator confidence above which a pixel is self-trained (T_semi, Hung et al. 2018)
-    semi_start: float = 0.25  # fraction of the run before self-training starts (5k of 20k iterations in the paper)
-    lr: float = 1e-4  # discriminator Adam learning rate (Hung et al. 2018)
-    width: int = 32  # discriminator channels at the first layer (64 in the paper; halved for CPU)
+    lambda_adv_labelled: float = setting(0.01, 0.0)  # adversarial weight on annotated slices (Hung et al. 2018)
+    lambda_adv_unlabelled: float = setting(0.001, 0.0)  # adversarial weight on unannotated slices (Hung et al. 2018)
+    lambda_semi: float = setting(0.1, 0.0)  # self-training weight (Hung et al. 2018)
+    threshold: float = setting(0.2, 0.0, 1.0)  # discriminator confidence above which a pixel is self-trained (T_semi, Hung et al. 2018)
+    semi_start: float = setting(0.25, 0.0, 1.0)  # fraction of the run before self-training starts (5k of 20k iterations in the paper)
+    lr: float = setting(1e-4, above=0.0, high=1.0)  # discriminator Adam learning rate (Hung et al. 2018)
+    width: int = setting(32, 1)  # discriminator channels at the first layer (64 in the paper; halved for CPU)
 
 
 @register

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..config import dataclass_from_dict
+from ..config import dataclass_from_dict, validate
 from ..errors import InputError
 
 METHODS: dict[str, type["Method"]] = {}
@@ -91,8 +91,9 @@ class Method:
                 m.load_state_dict(state[k])
 
 
-def create_method(name: str, student: nn.Module, num_classes: int, options: dict | None = None) -> Method:
-    """Build a registered method by name, its options given as a dict of config fields."""
+def method_config(name: str, options: dict | None = None):
+    """The config of the method ``name`` with ``options`` (a dict of its fields) set, each checked
+    for its type and range; unknown methods and options are refused."""
     if name not in METHODS:
         raise InputError(f"Unknown method '{name}'. Known: {', '.join(sorted(METHODS))}.")
     cls = METHODS[name]
@@ -102,4 +103,9 @@ def create_method(name: str, student: nn.Module, num_classes: int, options: dict
             f"Method '{name}' has no option {', '.join(sorted(unknown))}; "
             f"its options: {', '.join(cls.Config.__dataclass_fields__) or 'none'}."
         )
-    return cls(student, num_classes, dataclass_from_dict(cls.Config, options or {}))
+    return validate(dataclass_from_dict(cls.Config, options or {}), prefix=f"{name} option ")
+
+
+def create_method(name: str, student: nn.Module, num_classes: int, options: dict | None = None) -> Method:
+    """Build a registered method by name, its options given as a dict of config fields."""
+    return METHODS[name](student, num_classes, method_config(name, options))

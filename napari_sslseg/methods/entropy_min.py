@@ -10,14 +10,15 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config import setting
 from ..schedules import sigmoid_rampup
 from .base import Method, StepContext, register
 
 
 @dataclass
 class EntropyMinConfig:
-    weight: float = 0.1  # final weight of the entropy term (SSL4MIS's entropy-minimisation baseline)
-    rampup: float = 0.4  # fraction of the run over which the weight ramps up (sigmoid)
+    weight: float = setting(0.1, 0.0)  # final weight of the entropy term (SSL4MIS's entropy-minimisation baseline)
+    rampup: float = setting(0.4, 0.0, 1.0)  # fraction of the run over which the weight ramps up (sigmoid)
 
 
 @register

@@ -14,16 +14,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import setting
 from ..schedules import ema_decay, sigmoid_rampup
 from .base import Method, StepContext, register
 
 
 @dataclass
 class MeanTeacherConfig:
-    ema_decay: float = 0.99  # teacher EMA decay after warm-up (Tarvainen & Valpola 2017; Yu et al. 2019)
-    consistency: float = 0.1  # final weight of the consistency term (Yu et al. 2019, 2D/3D medical)
-    rampup: float = 0.4  # fraction of the run over which the weight ramps up (sigmoid)
-    noise: float = 0.1  # std of the Gaussian noise added to the teacher's input, clipped at +-2 std
+    ema_decay: float = setting(0.99, 0.0, 1.0)  # teacher EMA decay after warm-up (Tarvainen & Valpola 2017; Yu et al. 2019)
+    consistency: float = setting(0.1, 0.0)  # final weight of the consistency term (Yu et al. 2019, 2D/3D medical)
+    rampup: float = setting(0.4, 0.0, 1.0)  # fraction of the run over which the weight ramps up (sigmoid)
+    noise: float = setting(0.1, 0.0)  # std of the Gaussian noise added to the teacher's input, clipped at +-2 std
 
 
 def _teacher_input(x: torch.Tensor, std: float) -> torch.Tensor:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..config import setting
 from ..networks import LastBlockSampler, dropout_layers, enable_dropout
 from ..schedules import sigmoid_rampup
 from .base import StepContext, register
@@ -32,9 +33,9 @@ def _predictive_entropy(mean: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class UAMTConfig(MeanTeacherConfig):
-    mc_passes: int = 8  # T, noisy teacher passes for the uncertainty (Yu et al. 2019)
-    threshold_start: float = 0.75  # threshold at the start, as a fraction of ln(C) (Yu et al. 2019)
-    threshold_end: float = 1.0  # threshold once ramped up, as a fraction of ln(C)
+    mc_passes: int = setting(8, 1)  # T, noisy teacher passes for the uncertainty (Yu et al. 2019)
+    threshold_start: float = setting(0.75, 0.0)  # threshold at the start, as a fraction of ln(C) (Yu et al. 2019)
+    threshold_end: float = setting(1.0, 0.0)  # threshold once ramped up, as a fraction of ln(C)
 
 
 @register

@@ -13,7 +13,8 @@ TINY = {"patch": 64, "batch_labelled": 2, "batch_unlabelled": 2, "threads": 1, "
 
 
 @pytest.fixture
-def setup(make_napari_viewer):
+def setup(make_napari_viewer, monkeypatch, tmp_path):
+    monkeypatch.setattr("napari_sslseg._qt.panel.RUNS", tmp_path / "runs")  # saved trainings
     viewer = make_napari_viewer()
     viewer.open_sample("napari-sslseg", "colin27")
     _, panel = viewer.window.add_plugin_dock_widget("napari-sslseg", "Semi-supervised segmentation")
@@ -162,3 +163,78 @@ def test_closing_the_panel_stops_training(setup, qtbot):
     panel.shutdown()
     assert not session.worker.is_running
     assert panel.trainer.step < 5000
+
+
+def test_stop_saves_and_the_panel_offers_to_continue(setup, qtbot):
+    viewer, panel = setup
+    assert not panel.resume.enabled  # nothing saved for this image yet
+    session = _train(qtbot, panel, steps=5000)
+    qtbot.waitUntil(lambda: panel.trainer.step >= 2, timeout=60_000)
+    panel.stop()
+    qtbot.waitUntil(lambda: not session.running, timeout=60_000)
+    from napari_sslseg import checkpoint
+    from napari_sslseg._qt.panel import saved_run
+
+    path = saved_run(viewer.layers["colin27 T1"])
+    step = checkpoint.load(path)["step"]
+    assert step == panel.trainer.step >= 2
+    assert panel.resume.enabled
+    panel.method.value = "supervised"  # a resumed run keeps the saved method
+    panel.resume.value = True
+    session = _train(qtbot, panel, steps=step + 2)
+    assert panel.trainer.step == step and panel.method.value == "mean_teacher"
+    qtbot.waitUntil(lambda: not session.running, timeout=60_000)
+    assert checkpoint.load(path)["step"] == step + 2
+
+
+def test_an_error_and_closing_save_the_training(setup, qtbot, monkeypatch):
+    viewer, panel = setup
+    errors = []
+    monkeypatch.setattr("napari_sslseg._qt.panel.show_error", errors.append)
+    from napari_sslseg import checkpoint
+    from napari_sslseg._qt.panel import saved_run
+    from napari_sslseg.methods.mean_teacher import MeanTeacher
+
+    original = MeanTeacher.unlabelled_loss
+
+    def fails_at_step_3(self, ctx):
+        if ctx.step == 2:
+            raise RuntimeError("out of memory, say")
+        return original(self, ctx)
+
+    monkeypatch.setattr(MeanTeacher, "unlabelled_loss", fails_at_step_3)
+    path = saved_run(viewer.layers["colin27 T1"])
+    session = _train(qtbot, panel, steps=10)
+    qtbot.waitUntil(lambda: not session.running, timeout=60_000)
+    assert errors == [f"Training failed at step 3: RuntimeError: out of memory, say; the model of step 2 is saved in "
+                      f"{path}, training can resume from it. Your layers are unchanged."]
+    assert checkpoint.load(path)["step"] == 2 and panel.resume.enabled
+
+    monkeypatch.setattr(MeanTeacher, "unlabelled_loss", original)
+    path.unlink()
+    session = _train(qtbot, panel, steps=5000)
+    qtbot.waitUntil(lambda: panel.trainer.step >= 1, timeout=60_000)
+    panel.shutdown()  # what closing the viewer does
+    assert checkpoint.load(path)["step"] == panel.trainer.step >= 1
+
+
+def test_advanced_settings_out_of_range_are_refused(setup, monkeypatch):
+    viewer, panel = setup
+    errors = []
+    monkeypatch.setattr("napari_sslseg._qt.panel.show_error", errors.append)
+    # the spin boxes take their bounds from the config: patch 16, batch 0, width 0, dropout 1.5 cannot be typed
+    bounds = {name: (panel.settings[name].min, panel.settings[name].max) for name in ("patch", "batch_labelled", "width", "dropout")}
+    assert bounds == {"patch": (32, 10**7), "batch_labelled": (1, 10**7), "width": (1, 10**7), "dropout": (0.0, 1.0)}
+    panel.settings["patch"].value = 40  # within the bounds, and still wrong
+    panel.settings["dropout"].value = 1.0
+    panel.train()
+    assert panel.session is None
+    assert errors == ["patch = 40 is not allowed: it takes a whole number >= 32 and a multiple of 16.\n"
+                      "dropout = 1.0 is not allowed: it takes a number >= 0 and < 1."]
+
+
+def test_a_0_255_mask_offers_two_classes(setup):
+    viewer, panel = setup
+    mask = (viewer.layers["annotations"].data > 0).astype(np.uint8) * 255
+    panel.labels.value = viewer.add_labels(mask, name="mask")
+    assert panel.class_names.value == "background, class 1"
