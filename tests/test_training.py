@@ -284,3 +284,19 @@ def test_class_names_for_every_value_keep_the_users_numbering(tiny_volume):
     assert Trainer([gap], "supervised", cfg(), class_names=["background", "unused", "disc"]).num_classes == 3
     mapped = Trainer([gap], "supervised", cfg())
     assert mapped.num_classes == 2 and mapped.label_values == [0, 2]
+
+
+@pytest.mark.parametrize("nearby", [0.5, 0.0])
+def test_a_class_on_one_slice_is_in_that_slices_prior_input_at_times(tiny_volume, monkeypatch, nearby):
+    """A second class painted on one annotated slice only: left out, that slice's prior input never
+    holds it, and the network learns to ignore the prior of such a class; half the time the input is
+    the prior of a slice nearby, which holds it, tapering."""
+    import napari_sslseg.training as training
+
+    monkeypatch.setattr(training, "_PRIOR_NEARBY", nearby)
+    labels = tiny_volume.labels.copy()
+    labels[6][labels[6] == 1] = 2
+    volume = Volume(tiny_volume.image, (1.0, 1.0, 1.0), labels, name="two classes")
+    trainer = Trainer([volume], "supervised", cfg(steps=1), class_names=["background", "disc", "core"])
+    seen = sum(float(trainer._prior_slice((0, 6), leave_out=True)[0][2].max()) > 0.5 for _ in range(40))
+    assert (seen > 5) if nearby else (seen == 0), seen
