@@ -213,7 +213,7 @@ def budget_line(cfg: BenchConfig, res, timeline) -> str:
     """What this run trained, in one line (the header of the report)."""
     trainings = len(cfg.methods) * len(cfg.ks) * len(cfg.seeds)
     parts = [f"step-budget table {len(cfg.methods)} method(s) x k {', '.join(map(str, cfg.ks))} x {len(cfg.seeds)} seed(s) = "
-             f"{trainings} training(s) of {cfg.steps} steps" + (f" + {len(cfg.seeds)} full-supervision" if cfg.ceiling else "")]
+             f"{trainings} training(s) of {cfg.steps} steps" + (f" + {len(cfg.seeds)} full-supervision of {cfg.ceiling_steps} steps" if cfg.ceiling else "")]
     if timeline is not None:
         methods = list(dict.fromkeys(r.method for r in timeline.runs))
         parts.append(f"time axis {len(methods)} method(s) ({', '.join(methods)}) x k {', '.join(map(str, timeline.annotated))}, "

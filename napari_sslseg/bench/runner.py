@@ -133,8 +133,9 @@ def _ceiling_job(ks: list[int], seed: int) -> list[RunResult]:
     """Supervised on every slice: one model, scored on each column's unannotated slices. Without the
     propagation prior: with every slice annotated it is the ground truth itself, which would score 1."""
     t0 = time.perf_counter()
-    trainer = _train(list(range(_JOB["ds"].labels.shape[_JOB["axis"]])), "supervised", seed,
-                     prior_input=False, prior_weight=0.0)
+    cfg = _JOB["cfg"]
+    trainer = train(_JOB["ds"], list(range(_JOB["ds"].labels.shape[_JOB["axis"]])), _JOB["axis"], "supervised",
+                    cfg.ceiling_steps, seed, _JOB["threads"], prior_input=False, prior_weight=0.0)
     seconds = time.perf_counter() - t0
     return [RunResult(CEILING, k, seed, _score(trainer, evenly_spaced(_JOB["extent"], k))[0], seconds) for k in ks]
 
