@@ -73,7 +73,7 @@ def save(payload: dict, path: str | os.PathLike) -> Path:
 
 
 #: Modules whose names a weights-only torch file holds: tensors' storages and rebuild functions.
-_WEIGHTS_MODULES = ("torch", "torch._utils", "torch._tensor", "torch.storage", "collections", "builtins")
+_WEIGHTS_MODULES = ("torch", "torch._utils", "torch._tensor", "torch.storage", "collections", "builtins", "__builtin__")
 
 
 def _pickle_of(path: Path) -> bytes | None:
