@@ -30,6 +30,46 @@ LABEL_WORDS = ("label", "seg", "mask")
 MAX_LABEL_VALUES = 16
 
 
+#: This plugin's name in napari.
+PLUGIN = "napari-sslseg"
+
+
+def activate(context=None) -> None:
+    """npe2's ``on_activate``: make this plugin napari's choice for the volumes it reads and writes.
+
+    napari's own reader also claims ``.nii.gz``, ``.nrrd`` and ``.mha`` (through imageio, which
+    drops the voxel spacing), so without a preference File > Open asks which plugin to use; and
+    its Save dialog offers the first writer registered (napari's tif) as the default format.
+    """
+    prefer_reader()
+    prefer_writers()
+
+
+def prefer_reader() -> None:
+    """Record this plugin as the reader of volume files in napari's settings, where the user
+    has not chosen another reader for them."""
+    from napari.settings import get_settings
+
+    plugins = get_settings().plugins
+    missing = {f"*{suffix}": PLUGIN for suffix in VOLUME_SUFFIXES if f"*{suffix}" not in plugins.extension2reader}
+    if missing:
+        plugins.extension2reader = {**plugins.extension2reader, **missing}
+
+
+def prefer_writers() -> None:
+    """Put this plugin's writers first, so napari's Save dialog offers them first.
+
+    npe2 has no public priority for writers: the dialog lists them in registration order.
+    """
+    from npe2 import PluginManager
+
+    writers = getattr(getattr(PluginManager.instance(), "_contrib", None), "_writers", None)
+    if not isinstance(writers, list):  # npe2 changed: the dialog keeps its own order
+        return
+    ours = [entry for entry in writers if entry[-1].command.startswith(f"{PLUGIN}.")]
+    writers[:] = ours + [entry for entry in writers if entry not in ours]
+
+
 def get_reader(path):
     """npe2 reader hook: a reading function for volumes we can read, else None."""
     paths = path if isinstance(path, (list, tuple)) else [path]

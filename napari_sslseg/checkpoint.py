@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import pickletools
 import zipfile
 from pathlib import Path
 
@@ -71,6 +72,40 @@ def save(payload: dict, path: str | os.PathLike) -> Path:
     return path
 
 
+#: Modules whose names a weights-only torch file holds: tensors' storages and rebuild functions.
+_WEIGHTS_MODULES = ("torch", "torch._utils", "torch._tensor", "torch.storage", "collections", "builtins", "__builtin__")
+
+
+def _pickle_of(path: Path) -> bytes | None:
+    """The pickle of a torch file (its ``data.pkl``), or None for another zip archive."""
+    with zipfile.ZipFile(path) as archive:
+        name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+        return archive.read(name) if name else None
+
+
+def pickled_objects(data: bytes) -> list[str]:
+    """The classes and functions a pickle names, other than torch's own, read without running it."""
+    found, strings = [], []
+    try:
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name in ("GLOBAL", "INST"):
+                found.append(tuple(str(arg).split(" ", 1)))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append((strings[-2], strings[-1]))
+            if isinstance(arg, str) and opcode.name.endswith(("UNICODE", "STRING")):
+                strings.append(arg)
+    except Exception:  # noqa: BLE001 - a damaged pickle: report what was read before the damage
+        pass
+    return [".".join(name) for name in dict.fromkeys(found) if name[0] not in _WEIGHTS_MODULES]
+
+
+def _describe_zip(path: Path) -> str:
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    shown = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
+    return f"it is a zip archive of {len(names)} file(s) ({shown}), not a model file"
+
+
 def _read(path: Path) -> dict:
     """torch.load with weights only: nothing in the file runs."""
     if path.stat().st_size == 0:
@@ -78,14 +113,24 @@ def _read(path: Path) -> dict:
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; text, junk or a cut-off file is none
         raise CheckpointError(f"Cannot read {path}: not a model file, or truncated.")
     try:
+        data = _pickle_of(path)
+    except (zipfile.BadZipFile, OSError, KeyError):
+        data = b""
+    if data is None:  # a NumPy .npz, an office document...
+        raise CheckpointError(f"Cannot read {path}: {_describe_zip(path)}.")
+    try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, EOFError, ValueError,
             KeyError, IndexError, zipfile.BadZipFile) as exc:
         text = str(exc)
         if "Weights only load failed" in text or isinstance(exc, pickle.UnpicklingError):
+            objects = pickled_objects(data)
+            what = f" ({', '.join(objects[:3])}{', …' if len(objects) > 3 else ''})" if objects else ""
             raise CheckpointError(
-                f"Refused to load {path}: it holds Python objects beyond weights and settings, "
-                "which could run code. Only napari-sslseg model files are loaded."
+                f"{path} is not a napari-sslseg model: it is a PyTorch file holding Python objects{what}, "
+                "a whole network saved by another program, say. It was not opened: loading such objects "
+                "could run code. Load a model saved by napari-sslseg (Save model…, or the folder of "
+                "'napari-sslseg train')."
             ) from None
         detail = (text.splitlines() or [type(exc).__name__])[0][:160]
         raise CheckpointError(f"Cannot read {path}: not a model file, or truncated ({detail}).") from None
@@ -94,7 +139,7 @@ def _read(path: Path) -> dict:
 def _verify(payload, path: Path) -> None:
     """Refuse foreign, newer or damaged payloads."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a napari-sslseg model file.")
+        raise CheckpointError(f"{path} is not a napari-sslseg model file: {_describe(payload)}.")
     version = payload.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise CheckpointError(f"{path} records its model format as {version!r}, not a format number; it is damaged.")
@@ -109,6 +154,16 @@ def _verify(payload, path: Path) -> None:
             f"{path} is damaged: its weights do not match the checksum written with them. "
             "Use another copy, or train again."
         )
+
+
+def _describe(payload) -> str:
+    """What a PyTorch file that is not ours holds, in a user's words."""
+    tensors = sum(1 for _ in _tensors(payload))
+    if isinstance(payload, dict) and tensors and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        return f"it holds the {tensors} weight tensors of a network (a PyTorch state dict) without napari-sslseg's settings"
+    kind = type(payload).__name__
+    keys = f" with keys {', '.join(map(str, list(payload)[:4]))}" if isinstance(payload, dict) and payload else ""
+    return f"it is a PyTorch file holding a {kind}{keys} and {tensors} tensor(s), without napari-sslseg's format mark"
 
 
 def load(path: str | os.PathLike) -> dict:

@@ -27,3 +27,12 @@ def pick_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise InputError("Device 'mps' asked for, but it is not available here; use auto or cpu.")
     return device
+
+
+def available_devices() -> list[str]:
+    """The devices this machine has, for a choice: auto first, the CPU, each CUDA GPU, then MPS."""
+    names = ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    return names

@@ -339,3 +339,23 @@ def test_resume_refuses_to_change_the_method_its_options_or_to_train_no_step(tin
         Trainer([tiny_volume], config=cfg(3), resume=payload)
     same = Trainer([tiny_volume], "mean_teacher", cfg(4), {"ema_decay": 0.9}, resume=payload)  # naming the same is fine
     assert same.step == 3 and same.method.config.ema_decay == 0.9
+
+
+def test_files_that_are_not_models_say_what_they_are(tmp_path):
+    network = tmp_path / "whole_network.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3)), network)  # torch.save(model), not its weights
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.load(network)
+    message = str(info.value)
+    assert "is not a napari-sslseg model: it is a PyTorch file holding Python objects" in message
+    assert "torch.nn.modules.container.Sequential" in message and "could run code" in message
+
+    weights = tmp_path / "state_dict.pt"
+    torch.save(torch.nn.Conv3d(1, 2, 3).state_dict(), weights)
+    with pytest.raises(CheckpointError, match=r"holds the 2 weight tensors of a network \(a PyTorch state dict\)"):
+        checkpoint.load(weights)
+
+    arrays = tmp_path / "arrays.npz"
+    np.savez(arrays, image=np.zeros(3), labels=np.ones(3))
+    with pytest.raises(CheckpointError, match=r"it is a zip archive of 2 file\(s\) \(image.npy, labels.npy\), not a model"):
+        checkpoint.load(arrays)

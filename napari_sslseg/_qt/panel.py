@@ -14,7 +14,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, Label, 
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QApplication,
     QFileDialog,
@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 from .. import checkpoint
 from ..config import TrainConfig
 from ..data import Volume, annotated_slices, default_axis
-from ..devices import pick_device
+from ..devices import available_devices, pick_device
 from ..errors import InputError
 from ..events import AnnotationsEvent, EvalEvent, FinishedEvent, MessageEvent, PausedEvent, PreviewEvent, StepEvent, UpdateLabels
 from ..inference import predict_annotated_volume
@@ -38,7 +38,7 @@ from ..methods import METHODS
 from ..training import Trainer, default_class_names, load_model
 from .forms import dataclass_form, form_values
 from .plot import LivePlot
-from .results import accept_slices, pseudo_labels, reject_slices, result_name, show_prediction
+from .results import accept_slices, name_classes, pseudo_labels, reject_slices, result_name, show_prediction, suggestion_reason
 from .session import TrainingSession
 
 #: Milliseconds of quiet after painting before the new labels go to the trainer.
@@ -90,13 +90,17 @@ def _volume_from_layers(image: Image, labels: Labels | None, axis: int, backgrou
 
 
 class ExtraVolume(Container):
-    """One more image layer to learn from, with its labels layer if it has one."""
+    """One more image layer to learn from, with its labels layer if it has one.
+
+    Its widgets are reached by name (``row.extra_image``, ``row.extra_labels``): a Container's own
+    ``labels`` attribute says whether it shows labels, so a widget may not take that name.
+    """
 
     def __init__(self, layer_choices, on_remove):
-        self.image = ComboBox(label="extra image", choices=layer_choices(Image))
-        self.labels = ComboBox(label="its labels", choices=layer_choices(Labels), nullable=True, value=None)
-        remove = PushButton(text="Remove")
-        super().__init__(widgets=[self.image, self.labels, remove], labels=True)
+        image = ComboBox(name="extra_image", label="extra image", choices=layer_choices(Image))
+        labels = ComboBox(name="extra_labels", label="its labels", choices=layer_choices(Labels), nullable=True, value=None)
+        remove = PushButton(name="remove_button", text="Remove")
+        super().__init__(widgets=[image, labels, remove], labels=True)
         remove.changed.connect(lambda: on_remove(self))
 
 
@@ -109,13 +113,17 @@ class TrainingPanel(QWidget):
         self.model = None  # SegmentationModel for Predict: the last training's or a loaded one
         self.last_prediction = None  # of the training image: suggestions and review use it
         self.annotated: dict[int, list[int]] = {}  # per volume, as the trainer last counted them
-        self.background: set[int] = set()  # slices of the chosen image the user marked as all background
+        # slices marked as all background, by the (image, labels) pair they were marked on
+        self._background: dict[tuple[int, int], tuple[Image, Labels, set[int]]] = {}
         self._train_layers: list[tuple[Image, Labels | None]] = []
         self._watched: list[tuple[Labels, object]] = []
         self._dirty: set[int] = set()
         self._predict_worker = None
         self._axis_layer = None  # the image the last prediction lies on
         self._shutdown = _Shutdown()
+        self._docked = False  # set once napari puts the panel in its dock
+        self.closed = False  # the dock was closed: nothing may reach the viewer any more
+        self._keys = {"u": lambda viewer: self.toggle_uncertainty(), "n": lambda viewer: self.next_suggestion()}
         self._build()
         self._connect()
 
@@ -144,6 +152,7 @@ class TrainingPanel(QWidget):
         self.settings.steps.value = 5000
         self.settings.preview_every.value = 50
         self.settings.threads.value = 0
+        self._device_choice()
         self.main_settings = Container(widgets=[self.settings[n] for n in MAIN_SETTINGS])
         self.advanced = Container(widgets=[w for w in list(self.settings) if w.name not in MAIN_SETTINGS])
         self.advanced.visible = False
@@ -186,10 +195,11 @@ class TrainingPanel(QWidget):
         layout.addWidget(_group("Training", self.main_settings, self.advanced_toggle, self.advanced, self.resume, buttons,
                                 self.status, self.plot))
         layout.addWidget(
-            _group("Results", self.threshold, self.toggle_button, Label(value="Suggested slices (best first)"),
-                   self.suggestions, self.next_button, self.around, review, self.background_button)
+            _group("Results", Container(widgets=[self.threshold]), self.toggle_button,
+                   Label(value="Suggested slices (best first)"), self.suggestions, self.next_button,
+                   Container(widgets=[self.around]), review, self.background_button)
         )
-        layout.addWidget(_group("Model", model_buttons, self.predict_on, self.predict_button))
+        layout.addWidget(_group("Model", model_buttons, Container(widgets=[self.predict_on]), self.predict_button))
         layout.addStretch()
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -204,6 +214,17 @@ class TrainingPanel(QWidget):
         self._on_method()
         self._on_image()
         self._on_labels()
+
+    def _device_choice(self) -> None:
+        """The device as a choice of the devices this machine has, not free text."""
+        names = [w.name for w in self.settings]
+        index = names.index("device")
+        current = self.settings.device.value
+        choices = available_devices()
+        device = ComboBox(name="device", label="device", choices=choices, value=current if current in choices else "auto")
+        device.tooltip = "auto: the GPU when there is one, else the CPU"
+        del self.settings[index]
+        self.settings.insert(index, device)
 
     def _connect(self) -> None:
         self.image.changed.connect(self._on_image)
@@ -228,8 +249,8 @@ class TrainingPanel(QWidget):
         layers = self.viewer.layers.events
         for event in (layers.inserted, layers.removed, layers.reordered):
             event.connect(self._reset_choices)
-        self.viewer.bind_key("u", lambda viewer: self.toggle_uncertainty(), overwrite=True)
-        self.viewer.bind_key("n", lambda viewer: self.next_suggestion(), overwrite=True)
+        for key, action in self._keys.items():
+            self.viewer.bind_key(key, action, overwrite=True)
         self.destroyed.connect(self._shutdown)
         QApplication.instance().aboutToQuit.connect(self._shutdown)
 
@@ -240,7 +261,6 @@ class TrainingPanel(QWidget):
     # ----- form reactions -----
     def _on_image(self, *_) -> None:
         layer = self.image.value
-        self.background.clear()  # background marks belong to the image they were made on
         if layer is not None and layer.ndim >= 3:
             self.axis.value = default_axis(layer.scale[-3:])
         self._offer_resume()
@@ -287,9 +307,11 @@ class TrainingPanel(QWidget):
             raise InputError("Choose the image layer to segment.")
         if labels is None:
             raise InputError("Choose the labels layer that holds your annotated slices (paint a few slices first).")
-        pairs = [(image, labels)] + [(row.image.value, row.labels.value) for row in self.extras if row.image.value is not None]
+        pairs = [(image, labels)] + [
+            (row.extra_image.value, row.extra_labels.value) for row in self.extras if row.extra_image.value is not None
+        ]
         volumes = [
-            _volume_from_layers(im, lab, self.axis.value, self.background if i == 0 else ())
+            _volume_from_layers(im, lab, self.axis.value, self.background_slices(im, lab) if i == 0 else ())
             for i, (im, lab) in enumerate(pairs)
         ]
         return volumes, pairs
@@ -318,6 +340,9 @@ class TrainingPanel(QWidget):
         if resume:
             self.method.value = trainer.method_name
         self.trainer, self._train_layers = trainer, pairs
+        for _, labels in pairs:
+            if labels is not None:
+                name_classes(labels, trainer.class_names, replace=False)
         self.annotated = {i: list(v.annotated) for i, v in enumerate(volumes)}
         self.plot.clear()
         self._watch_labels()
@@ -355,6 +380,28 @@ class TrainingPanel(QWidget):
         self._shutdown()
         self._unwatch_labels()
 
+    def event(self, event) -> bool:
+        # napari's close button (the dock's x) takes the panel out of its dock and drops the dock;
+        # the panel itself lives on while anything refers to it, so it must let go of the viewer here
+        if event.type() == QEvent.Type.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif self._docked and not self.closed:
+                self.close_panel()
+        return super().event(event)
+
+    def close_panel(self) -> None:
+        """The panel was closed: stop training (its state is saved), and leave the viewer as it is:
+        no result layer, key or layer-list callback of this panel acts on it any more."""
+        self.closed = True
+        self.shutdown()
+        layers = self.viewer.layers.events
+        for event in (layers.inserted, layers.removed, layers.reordered):
+            event.disconnect(self._reset_choices)
+        for key, action in self._keys.items():
+            if any(bound is action for bound in self.viewer.keymap.values()):  # not another panel's since
+                self.viewer.bind_key(key, None)
+
     # ----- painting while training -----
     def _watch_labels(self) -> None:
         self._unwatch_labels()
@@ -382,13 +429,16 @@ class TrainingPanel(QWidget):
         for index in sorted(self._dirty):
             data = np.array(self._train_layers[index][1].data, copy=True)
             annotated = None
-            if index == 0 and self.background:
-                annotated = sorted(set(annotated_slices(data, self.trainer.pool.volumes[0].axis)) | self.background)
+            background = self.background_slices(*self._train_layers[index]) if index == 0 else set()
+            if background:
+                annotated = sorted(set(annotated_slices(data, self.trainer.pool.volumes[0].axis)) | background)
             self.session.submit(UpdateLabels(index, data, annotated))
         self._dirty.clear()
 
     # ----- events from the worker (GUI thread) -----
     def _on_event(self, event) -> None:
+        if self.closed:  # events already queued when the panel closed
+            return
         if isinstance(event, StepEvent):
             self.plot.add_losses(event.step, event.losses)
             self.status.value = (
@@ -414,9 +464,13 @@ class TrainingPanel(QWidget):
             self.status.value = f"Training {event.reason} after {event.step} steps ({event.seconds:.0f} s)."
 
     def _on_error(self, exc: Exception) -> None:
+        if self.closed:
+            return
         show_error(f"{exc} Your layers are unchanged.")
 
     def _on_done(self) -> None:
+        if self.closed:
+            return
         self._set_running(False)
         self._offer_resume()
         self._unwatch_labels()
@@ -431,16 +485,30 @@ class TrainingPanel(QWidget):
 
     def _show(self, prediction, image_layer) -> None:
         main = self._is_training_image(image_layer) or not self._train_layers
-        show_prediction(self.viewer, prediction, image_layer, self.threshold.value, "" if main else image_layer.name)
+        show_prediction(self.viewer, prediction, image_layer, self.threshold.value, "" if main else image_layer.name,
+                        self._class_names())
         if main:
             self.last_prediction = prediction
             self._axis_layer = image_layer
             self._fill_suggestions(prediction)
 
+    def _class_names(self) -> list[str]:
+        if self.trainer is not None:
+            return list(self.trainer.class_names)
+        if self.model is not None:
+            return list(self.model.class_names)
+        return self._names() or []
+
     def _fill_suggestions(self, prediction) -> None:
+        """Rank, slice and a plain reason: a score means nothing to a user, and the ranks follow what
+        annotating the slices above would already settle, not the scores alone."""
         self.suggestions.clear()
-        for s in prediction.suggestions:
-            item = QListWidgetItem(f"slice {s}   uncertain foreground {prediction.slice_scores[s]:.4f}")
+        names, annotated = self._class_names(), self.annotated.get(0, [])
+        for rank, s in enumerate(prediction.suggestions, start=1):
+            reason = suggestion_reason(prediction, int(s), names, annotated)
+            item = QListWidgetItem(f"{rank}. slice {s}: {reason}")
+            item.setToolTip(f"Uncertainty score {prediction.slice_scores[s]:.4g} (mean over the slice, weighted by "
+                            "the probability of a structure)")
             item.setData(Qt.UserRole, int(s))
             self.suggestions.addItem(item)
 
@@ -505,14 +573,26 @@ class TrainingPanel(QWidget):
         accept_slices(labels, self.last_prediction.labels, self._prediction_axis(), slices)
         show_info(f"Prediction accepted into {labels.name} on slice(s) {slices[0]}–{slices[-1]} (undo: Ctrl+Z on that layer).")
 
+    def background_slices(self, image: Image | None, labels: Labels | None) -> set[int]:
+        """The slices marked as all background on ``image`` with ``labels``: marks belong to the
+        layers they were made on, so another labels layer (or image) starts with none."""
+        entry = self._background.get((id(image), id(labels)))
+        if entry is None or entry[0] is not image or entry[1] is not labels:
+            return set()
+        return entry[2]
+
     def mark_background(self, *_) -> None:
         """Count the current slice(s) as annotated background: what a suggestion with nothing to paint needs."""
-        if self.image.value is None:
+        running = self.session is not None and self.session.running
+        image, labels = self._train_layers[0] if running else (self.image.value, self.labels.value)
+        if image is None or labels is None:
+            show_warning("Choose the image and the labels layer the background slices belong to.")
             return
-        chosen = self._slices_around(self.image.value.data.shape[-3 + self._prediction_axis()])
-        self.background.update(chosen)
-        show_info(f"Slice(s) {', '.join(map(str, chosen))} count as annotated background.")
-        if self.session is not None and self.session.running:
+        chosen = self._slices_around(image.data.shape[-3 + self._prediction_axis()])
+        marks = self.background_slices(image, labels)
+        self._background[(id(image), id(labels))] = (image, labels, marks | set(chosen))
+        show_info(f"Slice(s) {', '.join(map(str, chosen))} of {labels.name} count as annotated background.")
+        if running:
             self._dirty.add(0)
             self._send_labels()
 
@@ -566,9 +646,25 @@ class TrainingPanel(QWidget):
         # with the labels of the image predicted, their prior joins (and feeds a model trained with it)
         worker = create_worker(predict_annotated_volume, self.model, volume, mc_passes=8, _start_thread=False,
                                _ignore_errors=True)
-        worker.returned.connect(lambda prediction: self._show(prediction, layer) if layer in self.viewer.layers else None)
-        worker.errored.connect(lambda exc: show_error(f"Prediction failed: {exc}"))
+        worker.returned.connect(lambda prediction: self._predicted(prediction, layer))
+        worker.errored.connect(lambda exc: self._prediction_failed(exc, layer))
         self._predict_worker = worker
         self.status.value = f"Predicting {layer.name}…"
         worker.start()
         return worker
+
+    def _predicted(self, prediction, layer: Image) -> None:
+        if self.closed:
+            return
+        if layer not in self.viewer.layers:
+            self.status.value = f"Prediction done, but {layer.name} was removed meanwhile."
+            return
+        self._show(prediction, layer)
+        main = self._is_training_image(layer) or not self._train_layers
+        self.status.value = f"Predicted {layer.name}: see the layer {result_name('prediction', '' if main else layer.name)}."
+
+    def _prediction_failed(self, exc: Exception, layer: Image) -> None:
+        if self.closed:
+            return
+        self.status.value = f"Prediction of {layer.name} failed."
+        show_error(f"Prediction failed: {exc}")

@@ -6,6 +6,8 @@ Results always live in their own layers; the user's labels change only through
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
 #: Float maps of a prediction shown as images, by layer name -> Prediction attribute.
@@ -51,8 +53,51 @@ def _set_layer(viewer, name: str, data: np.ndarray, kind: str, place: dict, cont
     return layer
 
 
-def show_prediction(viewer, prediction, image_layer, threshold: float, suffix: str = "") -> dict:
-    """Show ``prediction`` over ``image_layer`` in the result layers; returns them by kind."""
+@contextmanager
+def keep_selection(viewer):
+    """Leave the user's selection, active layer and its mode as they were.
+
+    napari selects every layer it adds; a preview arriving while the user paints would move
+    the brush and Ctrl+Z to a result layer.
+    """
+    selection = viewer.layers.selection
+    active, chosen = selection.active, list(selection)
+    mode = getattr(active, "mode", None)
+    try:
+        yield
+    finally:
+        chosen = [layer for layer in chosen if layer in viewer.layers]
+        if active is not None and active in viewer.layers:
+            selection.active = active  # selects it alone, and makes it the one keys and controls act on
+            selection.update(chosen)
+        else:
+            selection.clear()
+            selection.update(chosen)
+        if mode is not None and active.mode != mode:
+            active.mode = mode
+
+
+def name_classes(layer, class_names, replace: bool = True) -> None:
+    """Hovering a labels layer shows the class's name: napari's status bar reads the layer's features.
+
+    ``replace=False`` leaves a layer that has features of its own (the user's) as it is.
+    """
+    if not class_names or (not replace and layer.features.shape[1]):
+        return
+    layer.features = {"index": list(range(len(class_names))), "class": list(class_names)}
+
+
+def show_prediction(viewer, prediction, image_layer, threshold: float, suffix: str = "", class_names=()) -> dict:
+    """Show ``prediction`` over ``image_layer`` in the result layers, leaving the selection and the
+    mode alone; returns the layers by kind."""
+    with keep_selection(viewer):
+        layers = _show_prediction(viewer, prediction, image_layer, threshold, suffix)
+    for kind in ("prediction", "pseudo-labels"):
+        name_classes(layers[kind], class_names)
+    return layers
+
+
+def _show_prediction(viewer, prediction, image_layer, threshold: float, suffix: str) -> dict:
     place = _place(image_layer)
     layers = {
         "prediction": _set_layer(viewer, result_name("prediction", suffix), prediction.labels, "labels", place, opacity=0.45),
@@ -103,3 +148,23 @@ def reject_slices(pseudo_layer, axis: int, slices) -> None:
     index[axis] = list(slices)
     pseudo_layer.data[tuple(index)] = 0
     pseudo_layer.refresh()
+
+
+def suggestion_reason(prediction, slice_: int, class_names, annotated=()) -> str:
+    """Why ``slice_`` is suggested, in a user's words: the structure its uncertainty lies in, and
+    how far it is from the nearest annotated slice."""
+    index = [slice(None)] * prediction.labels.ndim
+    index[prediction.axis] = slice_
+    labels = prediction.labels[tuple(index)].ravel()
+    uncertainty = prediction.uncertainty[tuple(index)].ravel().astype(np.float64)
+    per_class = np.bincount(labels, weights=uncertainty, minlength=len(class_names))
+    per_class[0] = 0  # the background's uncertainty is the structures' edges, named by their class
+    if per_class.any():
+        c = int(np.argmax(per_class))
+        where = f"uncertain inside {class_names[c] if c < len(class_names) else f'class {c}'}"
+    else:
+        where = "no structure predicted here, is one missing?"
+    if len(annotated):
+        distance = int(min(abs(slice_ - int(a)) for a in annotated))
+        return f"{where}, {distance} slice{'s' if distance != 1 else ''} from your nearest annotation"
+    return where

@@ -116,3 +116,57 @@ def test_sample_keeps_four_annotated_slices():
     assert np.flatnonzero(labels.any(axis=(1, 2))).tolist() == list(ANNOTATED_SLICES)
     assert labels_kwargs["metadata"]["class_names"][1] == "caudate"
     assert image_kwargs["translate"] == labels_kwargs["translate"]
+
+
+def _activated_afresh():
+    """The plugin as napari meets it after an install: not yet activated (tests share one plugin manager)."""
+    from npe2 import PluginManager
+
+    PluginManager.instance().deactivate("napari-sslseg")
+
+
+def test_file_open_and_save_keep_spacing_with_the_default_choices(make_napari_viewer, tmp_path, monkeypatch):
+    from napari.settings import get_settings
+
+    viewer = make_napari_viewer()
+    _activated_afresh()
+    get_settings().plugins.extension2reader = {"*.nhdr": "napari"}  # a choice the user made stays
+    viewer.open_sample("napari-sslseg", "colin27")  # any use of the plugin activates it
+    assert get_settings().plugins.extension2reader["*.nrrd"] == "napari-sslseg"
+    assert get_settings().plugins.extension2reader["*.nhdr"] == "napari"
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+
+    # File > Open: the dialog's path, with no plugin named
+    viewer.window._qt_viewer._qt_open([str(BRAIN1)], stack=False)
+    image = viewer.layers["brain1_crop_image"]
+    original, geometry = read_volume(BRAIN1)
+    np.testing.assert_allclose(image.scale, geometry.spacing_zyx)
+    assert image.scale[0] > 6 and META_KEY in image.metadata  # 6.5 mm slices
+
+    # File > Save Selected Layers: the dialog's first format, a name typed with its extension
+    from qtpy.QtWidgets import QFileDialog
+
+    for suffix in (".nii.gz", ".nrrd", ".mha"):
+        viewer.layers.selection.active = image
+        path = tmp_path / f"saved{suffix}"
+
+        def dialog(*args, filter="", path=path, **kwargs):
+            return str(path), filter.split(";;")[0]  # the user accepts the format offered first
+
+        monkeypatch.setattr(QFileDialog, "getSaveFileName", dialog)
+        viewer.window._qt_viewer._save_layers_dialog(selected=True)
+        back, back_geometry = read_volume(path)
+        assert back_geometry.same_grid(geometry)
+        np.testing.assert_array_equal(back, original)
+
+        viewer.open(str(path), plugin=None)  # and reopened the way File > Open does
+        np.testing.assert_allclose(viewer.layers[-1].scale, image.scale)
+
+    # a labels layer too, saved without naming a plugin
+    labels = viewer.add_labels(np.zeros(image.data.shape, np.uint8), name="labels", scale=image.scale,
+                               translate=image.translate, metadata=dict(image.metadata))
+    viewer.layers.selection.active = labels
+    written = viewer.layers.save(str(tmp_path / "labels.nii.gz"), selected=True)
+    assert written == [str(tmp_path / "labels.nii.gz")]
+    assert read_volume(written[0])[1].same_grid(geometry)

@@ -50,11 +50,19 @@ def test_training_shows_results_for_review(setup, qtbot, tmp_path):
         np.testing.assert_allclose(layer.scale, image.scale)
         np.testing.assert_allclose(layer.translate, image.translate)
     assert viewer.layers["uncertainty"].blending == "additive"
+    # hovering any labels layer names the class: the user's, the prediction and the pseudo-labels
+    for name in ("annotations", "prediction", "pseudo-labels"):
+        assert list(viewer.layers[name].features["class"])[2] == "putamen"
     np.testing.assert_array_equal(labels.data, before)
     assert panel.plot.losses["supervised"][0]
 
-    # suggestions: a click moves the viewer to that slice
+    # suggestions: a rank and a plain reason; a click moves the viewer to that slice
     assert panel.suggestions.count() > 0
+    import re
+
+    first = panel.suggestions.item(0).text()
+    reason = r"(uncertain inside (caudate|putamen|pallidum|thalamus|hippocampus)|no structure predicted here, is one missing\?)"
+    assert re.fullmatch(rf"1\. slice \d+: {reason}, \d+ slices? from your nearest annotation", first), first
     item = panel.suggestions.item(1)
     slice_ = item.data(0x0100)  # Qt.UserRole
     panel.suggestions.itemClicked.emit(item)
@@ -87,9 +95,11 @@ def test_training_shows_results_for_review(setup, qtbot, tmp_path):
     panel.load_model(str(path))
     other = viewer.add_image(image.data[:, ::-1].copy(), name="other", scale=image.scale, translate=image.translate)
     worker = panel.predict(other)
+    assert panel.status.value == "Predicting other…"
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         pass
     assert viewer.layers["prediction (other)"].data.shape == other.data.shape
+    qtbot.waitUntil(lambda: panel.status.value == "Predicted other: see the layer prediction (other).", timeout=5_000)
 
 
 def test_pause_paint_and_stop(setup, qtbot):
@@ -238,3 +248,102 @@ def test_a_0_255_mask_offers_two_classes(setup):
     mask = (viewer.layers["annotations"].data > 0).astype(np.uint8) * 255
     panel.labels.value = viewer.add_labels(mask, name="mask")
     assert panel.class_names.value == "background, class 1"
+
+
+def _dock_of(panel):
+    from qtpy.QtWidgets import QDockWidget
+
+    widget = panel
+    while widget is not None and not isinstance(widget, QDockWidget):
+        widget = widget.parent()
+    return widget
+
+
+def test_add_an_extra_volume(setup):
+    viewer, panel = setup
+    panel.add_extra.native.click()
+    assert len(panel.extras) == 1
+    row = panel.extras[0]
+    row.extra_image.value = viewer.layers["colin27 T1"]
+    row.extra_labels.value = viewer.layers["annotations"]
+    volumes, pairs = panel._collect()
+    assert len(volumes) == 2 and pairs[1] == (viewer.layers["colin27 T1"], viewer.layers["annotations"])
+    row.remove_button.native.click()
+    assert len(panel.extras) == 0
+
+
+def test_closing_the_dock_stops_training_and_leaves_the_viewer_alone(setup, qtbot):
+    viewer, panel = setup
+    session = _train(qtbot, panel, steps=5000, preview_every=2)
+    qtbot.waitUntil(lambda: panel.trainer.step >= 1, timeout=60_000)
+    names = [layer.name for layer in viewer.layers]
+    _dock_of(panel).title.close_button.click()  # the dock's x
+    assert panel.closed and not session.worker.is_running and not session.running
+    assert panel.trainer.step < 5000
+    qtbot.wait(1500)  # events queued before the close add nothing
+    assert [layer.name for layer in viewer.layers] == names
+
+    _, reopened = viewer.window.add_plugin_dock_widget("napari-sslseg", "Semi-supervised segmentation")
+    assert reopened is not panel and reopened.train_button.enabled and reopened.session is None
+    reopened.shutdown()
+
+
+def test_background_marks_belong_to_the_layers_they_were_made_on(setup, monkeypatch):
+    viewer, panel = setup
+    errors = []
+    monkeypatch.setattr("napari_sslseg._qt.panel.show_error", errors.append)
+    image, labels = viewer.layers["colin27 T1"], viewer.layers["annotations"]
+    panel.go_to_slice(120)
+    panel.mark_background()
+    assert panel.background_slices(image, labels) == {120}
+    assert 120 in panel._collect()[0][0].annotated
+
+    empty = viewer.add_labels(np.zeros(image.data.shape, np.uint8), name="new labels")
+    panel.labels.value = empty
+    assert panel.background_slices(image, empty) == set()
+    panel.train()  # nothing annotated on this layer: refused, as if no slice were marked
+    assert panel.session is None and "annotated slice" in errors[0]
+    panel.labels.value = labels
+    assert panel.background_slices(image, labels) == {120}
+
+
+def test_loading_a_file_that_is_not_a_model_says_what_it_is(setup, monkeypatch, tmp_path):
+    import torch
+
+    viewer, panel = setup
+    errors = []
+    monkeypatch.setattr("napari_sslseg._qt.panel.show_error", errors.append)
+    path = tmp_path / "network.pt"
+    torch.save(torch.nn.Conv3d(1, 2, 3), path)
+    panel.load_model(str(path))
+    assert panel.model is None
+    assert errors == [f"{path} is not a napari-sslseg model: it is a PyTorch file holding Python objects "
+                      "(torch.nn.modules.conv.Conv3d), a whole network saved by another program, say. It was not "
+                      "opened: loading such objects could run code. Load a model saved by napari-sslseg (Save model…, "
+                      "or the folder of 'napari-sslseg train')."]
+
+
+def test_result_layers_never_take_the_selection_or_the_mode(setup, qtbot):
+    viewer, panel = setup
+    labels = viewer.layers["annotations"]
+    viewer.layers.selection.active = labels
+    labels.mode = "paint"
+    session = _train(qtbot, panel, steps=3, preview_every=1)
+    qtbot.waitUntil(lambda: "prediction" in viewer.layers, timeout=60_000)  # the first preview
+    assert viewer.layers.selection.active is labels and labels.mode == "paint"
+    qtbot.waitUntil(lambda: not session.running, timeout=90_000)  # the later previews update the layers
+    assert viewer.layers.selection.active is labels and set(viewer.layers.selection) == {labels}
+    assert labels.mode == "paint"
+
+
+def test_controls_have_labels_and_the_device_is_a_choice(setup):
+    from magicgui.widgets import ComboBox
+    from qtpy.QtWidgets import QLabel
+
+    viewer, panel = setup
+    shown = {label.text().rstrip(":") for label in panel.findChildren(QLabel) if label.isVisibleTo(panel)}
+    assert {"pseudo-label confidence ≥", "slices either side", "predict on", "device"} <= shown
+    device = panel.settings["device"]
+    assert isinstance(device, ComboBox) and device.value == "auto"
+    assert device.choices[:2] == ("auto", "cpu")
+    assert panel._config().device == "auto"
