@@ -6,7 +6,7 @@ Outputs lie on the input volume's own grid, (z, y, x), whatever the slice axis.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -16,6 +16,9 @@ from torch import nn
 from .config import PredictConfig, validate
 from .data import Volume, resample_slice, target_size
 from .networks import LastBlockSampler, enable_dropout
+
+if TYPE_CHECKING:
+    from .methods import Method
 
 _EPS = 1e-6
 #: The network's share when its probabilities are mixed with the propagation prior's (``predict_volume``).
@@ -33,16 +36,22 @@ class SegmentationModel:
     class_names: list[str]
     target_spacing: tuple[float, float] | None = None  # in-plane mm the network was trained at
     axis: int | None = None  # slice axis used in training; None = the volume's own default
-    teacher: nn.Module | None = None  # EMA teacher: the student predicts; ``predict_volume(teacher_disagreement=True)`` maps where they differ
-    discriminator: nn.Module | None = None  # per-pixel discriminator (adversarial method)
+    method: "Method | None" = None  # the method trained with: its extra networks draw its maps (``Method.maps``); the student predicts
     prior_input: bool = False  # the network takes the prior's foreground probabilities after the image channel
     label_values: list[int] | None = None  # the user's label value of each class, where it is not the class (a 0/255 mask); predictions use them
 
     def to(self, device: torch.device) -> "SegmentationModel":
-        for m in (self.student, self.teacher, self.discriminator):
-            if m is not None:
-                m.to(device)
+        self.student.to(device)
+        if self.method is not None:
+            self.method.to(device)
         return self
+
+    def extra_models(self) -> dict[str, nn.Module]:
+        return self.method.extra_models() if self.method is not None else {}
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        return self.extra_models().get("teacher")
 
 
 @dataclass
@@ -58,18 +67,22 @@ class Prediction:
     slice_scores: np.ndarray  # per slice along ``axis``: mean of uncertainty x foreground probability (NaN: not predicted)
     suggestions: list[int]  # unannotated slices to annotate next, most informative first
     probabilities: np.ndarray | None = None  # uint8 (C, z, y, x), probability x 255
-    disagreement: np.ndarray | None = None  # float32 in [0, 1], teacher-student total variation
-    discriminator_confidence: np.ndarray | None = None  # float32 in [0, 1], "looks like ground truth"
+    method_maps: dict[str, np.ndarray] = field(default_factory=dict)  # float32 in [0, 1] each, the method's own (``Method.maps``)
     slices: list[int] | None = field(default=None)  # the slices predicted, when not all
+
+    @property
+    def disagreement(self) -> np.ndarray | None:
+        """Teacher-student total variation, where the method has a teacher and it was asked for."""
+        return self.method_maps.get("disagreement")
+
+    @property
+    def discriminator_confidence(self) -> np.ndarray | None:
+        """Where a per-pixel discriminator takes the prediction for ground truth."""
+        return self.method_maps.get("discriminator_confidence")
 
     def maps(self) -> dict[str, np.ndarray]:
         """The float maps worth showing, by name."""
-        out = {"confidence": self.confidence, "uncertainty": self.uncertainty}
-        if self.disagreement is not None:
-            out["disagreement"] = self.disagreement
-        if self.discriminator_confidence is not None:
-            out["discriminator_confidence"] = self.discriminator_confidence
-        return out
+        return {"confidence": self.confidence, "uncertainty": self.uncertainty, **self.method_maps}
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:
@@ -149,7 +162,7 @@ def predict_volume(
     keep_probabilities: bool = False,
     suggestions: int = 10,
     mc_scope: str = "last",
-    teacher_disagreement: bool = False,
+    costly_maps: bool = False,
     prior=None,
     network_weight: float = NETWORK_WEIGHT,
     keep_fraction: float = KEEP_FRACTION,
@@ -169,8 +182,9 @@ def predict_volume(
             :class:`~napari_sslseg.networks.LastBlockSampler`); "all" reruns the whole network per
             pass, sampling every dropout layer the network has (``mc_passes`` + 1 forward passes;
             every block's in a network built with ``dropout_scope="all"``).
-        teacher_disagreement: also run the EMA teacher (where the model has one) and map where it
-            disagrees with the student; one more network pass per slice, so off unless asked for.
+        costly_maps: also the method's maps that cost a network pass per slice (where the EMA
+            teacher or a second network disagrees with the student), so off unless asked for; the
+            others (a discriminator's confidence) are always drawn.
         prior: the propagation prior of the volume's annotated slices (:class:`napari_sslseg.prior.Prior`):
             the input of a model trained with it as input (without it such a model sees no prior); and
             the labels and confidence then come from ``network_weight`` x the network's probabilities
@@ -194,16 +208,12 @@ def predict_volume(
     # (600 steps: 0.646 vs 0.648); see BENCHMARKS.md
     net = model.student
     sampler = LastBlockSampler(net) if mc_passes > 0 and mc_scope == "last" and LastBlockSampler.supports(net) else None
-    modes = {m: m.training for m in (model.student, model.teacher, model.discriminator) if m is not None}
+    modes = {m: m.training for m in (model.student, *model.extra_models().values())}
     for m in modes:
         m.eval()
     C = model.num_classes
     labels = np.zeros(shape, np.uint8)
     maps = {k: np.zeros(shape, np.float32) for k in ("confidence", "entropy", "uncertainty")}
-    if teacher_disagreement and model.teacher is not None:
-        maps["disagreement"] = np.zeros(shape, np.float32)
-    if model.discriminator is not None:
-        maps["discriminator_confidence"] = np.zeros(shape, np.float32)
     probs_out = np.zeros((C, *shape), np.uint8) if keep_probabilities else None
     scores = np.full(volume.num_slices, np.nan)
     view = lambda a: np.moveaxis(a, axis, 0)  # noqa: E731
@@ -222,13 +232,14 @@ def predict_volume(
             crop = lambda t: t[..., :h, :w]  # noqa: E731
             back = lambda t: resample_slice(t, native) if tuple(t.shape[-2:]) != native else t  # noqa: E731
 
-            p = torch.softmax(crop(net(x) if sampler is None else sampler.forward(x)).float(), dim=1)
+            p_padded = torch.softmax((net(x) if sampler is None else sampler.forward(x)).float(), dim=1)
+            p = crop(p_padded)
             out = {"entropy": _entropy(p)}
-            if "disagreement" in maps:
-                pt = torch.softmax(crop(model.teacher(x)).float(), dim=1)
-                out["disagreement"] = 0.5 * (p - pt).abs().sum(dim=1)
-            if "discriminator_confidence" in maps:
-                out["discriminator_confidence"] = torch.sigmoid(model.discriminator(p))[:, 0]
+            if model.method is not None:  # the method's own maps: teacher disagreement, discriminator confidence ...
+                drawn = model.method.maps(x, p_padded, costly_maps)
+                out.update({name: crop(m.float()) for name, m in drawn.items()})
+                for name in drawn:
+                    maps.setdefault(name, np.zeros(shape, np.float32))
             if mc_passes > 0:
                 if sampler is None:
                     enable_dropout(net, True)  # every block samples; the sampler needs no network pass
@@ -278,8 +289,7 @@ def predict_volume(
         slice_scores=scores,
         suggestions=rank_slices(scores, volume.annotated, suggestions),
         probabilities=probs_out,
-        disagreement=maps.get("disagreement"),
-        discriminator_confidence=maps.get("discriminator_confidence"),
+        method_maps={k: v for k, v in maps.items() if k not in ("confidence", "entropy", "uncertainty")},
         slices=None if slices is None else wanted,
     )
 

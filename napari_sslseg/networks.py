@@ -1,4 +1,4 @@
-"""Networks from MONAI: a 2D U-Net with dropout and a per-pixel discriminator."""
+"""Networks: MONAI's 2D U-Net with dropout, a per-pixel and a per-slice discriminator."""
 
 from __future__ import annotations
 
@@ -84,6 +84,29 @@ class PixelDiscriminator(nn.Module):
     def forward(self, probabilities: torch.Tensor) -> torch.Tensor:
         logits = self.net(probabilities)[-1]
         return F.interpolate(logits, size=probabilities.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class ImageDiscriminator(nn.Module):
+    """One logit per slice from a probability map and its image: the evaluation network of
+    Zhang et al. 2017 (DAN), as SSL4MIS builds it: a strided convolution of each input, added,
+    three more strided convolutions (LeakyReLU 0.2, channel dropout 0.5), a global average and
+    a linear layer. The average makes it take any slice size."""
+
+    def __init__(self, num_classes: int, width: int = 32, image_channels: int = 1):
+        super().__init__()
+        w = width
+        self.from_map = nn.Conv2d(num_classes, w, 4, stride=2, padding=1)
+        self.from_image = nn.Conv2d(image_channels, w, 4, stride=2, padding=1)
+        layers = []
+        for i in range(3):
+            layers += [nn.LeakyReLU(0.2), nn.Dropout2d(0.5) if i < 2 else nn.Identity(),
+                       nn.Conv2d(w * 2**i, w * 2 ** (i + 1), 4, stride=2, padding=1)]
+        self.body = nn.Sequential(*layers, nn.LeakyReLU(0.2))
+        self.classifier = nn.Linear(w * 8, 1)
+
+    def forward(self, probabilities: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        h = self.body(self.from_map(probabilities) + self.from_image(image))
+        return self.classifier(h.mean(dim=(-2, -1)))
 
 
 class LastBlockSampler:

@@ -22,7 +22,6 @@ from typing import Generator, Sequence
 import numpy as np
 import torch
 from monai.data import get_track_meta, set_track_meta
-from monai.losses import DiceCELoss
 from monai.transforms.utils import map_classes_to_indices
 from monai.utils import convert_to_tensor
 from monai.transforms import (
@@ -58,7 +57,7 @@ from .events import (
     UpdateLabels,
 )
 from .inference import Prediction, SegmentationModel, pad16, predict_volume, prior_prediction
-from .methods import METHODS, StepContext, create_method, method_config
+from .methods import METHODS, StepContext, create_method, method_config, student_pass, supervised_loss
 from .networks import build_unet
 from .prior import Prior
 from .schedules import poly_lr
@@ -208,8 +207,9 @@ class Trainer:
                                 dropout_scope=config.dropout_scope).to(self.device)
         self.method_name = method
         self.method = create_method(method, self.model, num_classes, method_options).to(self.device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.supervised_loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+        # the student and any network the method co-trains with it (CPS's second network)
+        self.optimizer = torch.optim.AdamW([*self.model.parameters(), *self.method.joint_parameters()],
+                                           lr=config.lr, weight_decay=config.weight_decay)
         self.priors: dict[int, Prior] = {}
         self._left_out: dict[tuple[int, int], Prior] = {}  # (volume, annotated slice) -> the others' prior
         if config.prior_weight > 0 or config.prior_input:
@@ -426,14 +426,14 @@ class Trainer:
         use_u = (method.uses_unlabelled or prior_w > 0) and bool(self.pool.unlabelled) and cfg.batch_unlabelled > 0
         x_u, q_u, w_u = self._batch(self._sample(self.pool.unlabelled, cfg.batch_unlabelled), labelled=False) if use_u else (None, None, None)
         self.model.train()
+        ctx = StepContext(self.step, self.total_steps(), self.num_classes, x_l, y_l, x_u)
         with self._autocast():
-            logits = self.model(x_l if x_u is None else torch.cat([x_l, x_u]))
-            logits_l, logits_u = logits[: len(x_l)], (logits[len(x_l) :] if x_u is not None else None)
-            sup = self.supervised_loss(logits_l.float(), y_l)
-            ctx = StepContext(self.step, self.total_steps(), x_l, y_l, x_u, logits_l, logits_u, self.num_classes)
+            method.prepare(ctx)
+            student_pass(self.model, ctx)
+            sup = supervised_loss(ctx.logits_labelled.float(), y_l)
             terms = method.unlabelled_loss(ctx) if x_u is not None and method.uses_unlabelled else {}
             if q_u is not None and prior_w > 0:
-                terms["prior"] = (prior_loss(logits_u, q_u, w_u), prior_w)
+                terms["prior"] = (prior_loss(ctx.logits_unlabelled, q_u, w_u), prior_w)
             total = sup + sum(w * v for v, w in terms.values() if w)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
@@ -453,8 +453,7 @@ class Trainer:
             class_names=self.class_names,
             target_spacing=self.pool.target_spacing,
             axis=self.pool.volumes[0].axis,
-            teacher=self.method.teacher,
-            discriminator=self.method.discriminator,
+            method=self.method,
             prior_input=self.config.prior_input,
             label_values=self.label_values,
         )
@@ -500,13 +499,13 @@ class Trainer:
             volume_index: which volume; default: the preview volume.
             mc_passes: MC-dropout passes; default ``config.preview_mc_passes``.
             slices: only these slices (along the slice axis).
-            extra_maps: also the teacher-disagreement and discriminator maps, where the method has them.
+            extra_maps: also the method's own maps (discriminator confidence ...), where it has them.
         """
         vi = self.preview_volume if volume_index is None else volume_index
         mc = self.config.preview_mc_passes if mc_passes is None else mc_passes
         model = self.segmentation_model()
         if not extra_maps:
-            model = replace(model, teacher=None, discriminator=None)
+            model = replace(model, method=None)
         return predict_volume(model, self.pool.volumes[vi], mc_passes=mc, device=self.device, slices=slices,
                               prior=self.priors.get(vi))
 
@@ -752,8 +751,7 @@ def load_model(path, device: str | torch.device = "cpu") -> SegmentationModel:
         class_names=list(payload.get("class_names") or default_class_names(C)),
         target_spacing=tuple(payload["target_spacing"]) if payload.get("target_spacing") else None,
         axis=payload.get("axis"),
-        teacher=method.teacher,
-        discriminator=method.discriminator,
+        method=method,
         prior_input=cfg.prior_input,
         label_values=payload.get("label_values"),
     )

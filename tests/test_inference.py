@@ -23,7 +23,7 @@ def test_outputs_shapes_and_ranges(tiny_volume, method):
     trainer = _train(tiny_volume, method)
     C = trainer.num_classes
     p = predict_volume(trainer.segmentation_model(), tiny_volume, mc_passes=4, keep_probabilities=True,
-                       teacher_disagreement=True)
+                       costly_maps=True)
     shape = tiny_volume.image.shape
     assert p.labels.shape == shape and p.labels.dtype == np.uint8 and p.labels.max() < C
     assert p.confidence.shape == shape and p.confidence.dtype == np.float32
@@ -58,8 +58,8 @@ def test_the_student_predicts_and_the_teacher_only_disagrees(tiny_volume):
         for p in model.teacher.parameters():
             p.zero_()
         model.teacher.final_conv.bias[0] = 10.0
-    with_teacher = predict_volume(model, tiny_volume, mc_passes=0, teacher_disagreement=True)
-    student_only = predict_volume(dataclasses.replace(model, teacher=None), tiny_volume, mc_passes=0)
+    with_teacher = predict_volume(model, tiny_volume, mc_passes=0, costly_maps=True)
+    student_only = predict_volume(dataclasses.replace(model, method=None), tiny_volume, mc_passes=0)
     np.testing.assert_array_equal(with_teacher.labels, student_only.labels)
     # the teacher's extra pass runs only when its map is asked for
     calls = []

@@ -1,4 +1,5 @@
-"""Every registered method, tested the moment it is registered."""
+"""Every registered method, tested the moment it is registered: on tiny tensors, table-driven
+over the registry, plus one short loop run per method for what only the loop shows."""
 
 from __future__ import annotations
 
@@ -6,77 +7,218 @@ import numpy as np
 import pytest
 import torch
 
+from napari_sslseg import checkpoint
 from napari_sslseg.config import TrainConfig
-from napari_sslseg.methods import METHODS, StepContext
+from napari_sslseg.methods import METHODS, StepContext, create_method, student_pass, supervised_loss
+from napari_sslseg.networks import build_unet
 from napari_sslseg.training import Trainer
 
 ALL = sorted(METHODS)
 SEMI = sorted(n for n, c in METHODS.items() if c.uses_unlabelled)
+C = 3  # classes of the tiny tensors
+IN = 3  # network input channels: the image and the prior's two foreground classes, as the loop builds them
 
 
-def small_trainer(volume, method, steps=40, **kw):
-    cfg = TrainConfig(steps=steps, patch=32, width=8, batch_labelled=2, batch_unlabelled=2, eval_every=0, seed=0, **kw)
-    return Trainer([volume], method, cfg)
+#: Options that let a method act on an untrained network: UniMatch's pseudo-labels need a
+#: confidence of 0.95, which no pixel of a random network reaches.
+OPTIONS = {"unimatch": {"threshold": 0.0}}
 
 
-def _context(trainer, step=None):
-    """One batch and the student's output on it, at ``step`` (default: the end of the run)."""
-    cfg = trainer.config
-    x_l, y_l = trainer._batch(trainer._sample(trainer.pool.labelled, 2), labelled=True)
-    x_u = trainer._batch(trainer._sample(trainer.pool.unlabelled, 2), labelled=False)[0]
-    trainer.model.train()
-    logits = trainer.model(torch.cat([x_l, x_u]))
-    step = cfg.steps if step is None else step
-    return StepContext(step, cfg.steps, x_l, y_l, x_u, logits[:2], logits[2:], trainer.num_classes)
+def tiny(name: str, seed: int = 0):
+    """A width-4 student and the method ``name`` on it."""
+    torch.manual_seed(seed)
+    student = build_unet(C, width=4, dropout=0.1, in_channels=IN)
+    return student, create_method(name, student, C, OPTIONS.get(name))
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_losses_finite(tiny_volume, name):
-    trainer = small_trainer(tiny_volume, name, steps=3)
-    events = [e for e in trainer.run() if hasattr(e, "losses")]
-    assert len(events) == 3
-    for e in events:
-        assert all(np.isfinite(v) for v in e.losses.values()), e.losses
+def context(step: int = 99, total: int = 100, seed: int = 0, unlabelled: bool = True) -> StepContext:
+    """Two annotated and two unannotated 32x32 slices; by default at the end of the run, ramps done."""
+    g = torch.Generator().manual_seed(seed)
+    x_l, x_u = torch.randn(2, IN, 32, 32, generator=g), torch.randn(2, IN, 32, 32, generator=g)
+    y_l = torch.randint(0, C, (2, 1, 32, 32), generator=g)
+    return StepContext(step, total, C, x_l, y_l, x_u if unlabelled else None)
+
+
+def student_outputs(student, method, ctx) -> list[torch.Tensor]:
+    """The loop's start of a step: the method's views, then the student's one pass; returns the
+    student's logits of unannotated slices and of every view."""
+    student.train()
+    method.prepare(ctx)
+    student_pass(student, ctx)
+    return [ctx.logits_unlabelled, *ctx.view_logits.values()]
+
+
+def gradient_through(outputs: list[torch.Tensor], terms: dict) -> float:
+    """How much gradient the weighted terms send into the student through ``outputs`` (the logits
+    of unannotated slices and views), whatever the labelled logits carry."""
+    total = sum(w * v for v, w in terms.values() if w)
+    if not (torch.is_tensor(total) and total.requires_grad):
+        return 0.0
+    outputs = [o for o in outputs if o.requires_grad]
+    grads = torch.autograd.grad(total, outputs, allow_unused=True, retain_graph=True)
+    return float(sum(g.abs().sum() for g in grads if g is not None))
+
+
+def params(module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def moved(module, before) -> float:
+    return sum(float((p.detach() - b).abs().sum()) for p, b in zip(module.parameters(), before))
+
+
+# ----- the unlabelled loss -----
+@pytest.mark.parametrize("name", SEMI)
+def test_unlabelled_loss_reaches_the_student_through_unlabelled_logits(name):
+    student, method = tiny(name)
+    ctx = context()
+    outputs = student_outputs(student, method, ctx)
+    terms = method.unlabelled_loss(ctx)
+    outputs += [v for v in ctx.view_logits.values() if all(v is not o for o in outputs)]  # passes the method ran itself
+    assert terms, f"{name} contributes no unlabelled term"
+    assert all(torch.isfinite(v) for v, _ in terms.values()), terms
+    assert gradient_through(outputs, terms) > 0, f"{name}: no gradient reaches the student through its unannotated slices"
+
+
+@pytest.mark.parametrize("name", ["mean_teacher", "adversarial", "cps", "dan"])
+def test_a_detached_unlabelled_branch_fails_that_check(name):
+    """The check above must see a detached branch: adversarial's labelled term, CPS's second
+    network and DAN's evaluator still carry gradient, but none through the unannotated logits."""
+    student, method = tiny(name)
+    ctx = context()
+    outputs = student_outputs(student, method, ctx)
+    ctx.logits_unlabelled = ctx.logits_unlabelled.detach()
+    ctx.view_logits = {k: v.detach() for k, v in ctx.view_logits.items()}
+    terms = method.unlabelled_loss(ctx)
+    assert gradient_through(outputs, terms) == 0
 
 
 @pytest.mark.parametrize("name", SEMI)
-def test_unlabelled_term_puts_gradient_into_student(tiny_volume, name):
-    trainer = small_trainer(tiny_volume, name)
-    ctx = _context(trainer)
-    terms = trainer.method.unlabelled_loss(ctx)
-    assert terms, f"{name} contributes no unlabelled term"
-    weighted = sum(w * v for v, w in terms.values() if w)
-    assert torch.is_tensor(weighted) and weighted.requires_grad
-    trainer.model.zero_grad()
-    weighted.backward()
-    grad = sum(p.grad.abs().sum() for p in trainer.model.parameters() if p.grad is not None)
-    assert float(grad) > 0, f"{name}: the unlabelled loss carries no gradient to the student"
+def test_unlabelled_terms_ramp_up_from_near_zero(name):
+    """At step 0 no unlabelled term weighs more than at the end (ramps start low)."""
+    student, method = tiny(name)
+    weights = {}
+    for step in (0, 99):
+        ctx = context(step=step)
+        student_outputs(student, method, ctx)
+        weights[step] = {k: w for k, (_, w) in method.unlabelled_loss(ctx).items()}
+    assert all(weights[0][k] <= weights[99][k] + 1e-12 for k in weights[99])
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if getattr(METHODS[n], "teacher_probabilities", None)])
-def test_teacher_gets_no_gradient_and_follows_student(tiny_volume, name):
-    trainer = small_trainer(tiny_volume, name)
-    teacher = trainer.method.teacher
-    before = [p.detach().clone() for p in teacher.parameters()]
-    assert not any(p.requires_grad for p in teacher.parameters())
-    trainer.train_step()
-    trainer.train_step()
-    assert all(p.grad is None for p in teacher.parameters())
-    changed = sum(float((p - b).abs().sum()) for p, b in zip(teacher.parameters(), before))
-    assert changed > 0, "the EMA teacher did not move after a step"
+# ----- extra models -----
+def one_step(student, method, ctx, optimizer) -> dict:
+    """One step as the loop takes it (without the prior term, which is the loop's own)."""
+    student_outputs(student, method, ctx)
+    terms = method.unlabelled_loss(ctx) if ctx.x_unlabelled is not None else {}
+    total = supervised_loss(ctx.logits_labelled.float(), ctx.y_labelled) + sum(w * v for v, w in terms.values() if w)
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    return method.after_step(ctx)
 
 
-def test_adversarial_discriminator_learns(tiny_volume):
-    trainer = small_trainer(tiny_volume, "adversarial", steps=30)
-    d_losses = [e.losses["discriminator"] for e in trainer.run() if hasattr(e, "losses")]
-    assert np.mean(d_losses[-5:]) < np.mean(d_losses[:5])
+WITH_EXTRA = [n for n in ALL if tiny(n)[1].extra_models()]
+
+
+@pytest.mark.parametrize("name", WITH_EXTRA)
+@pytest.mark.parametrize("unlabelled", [True, False])
+def test_extra_models_get_their_updates(name, unlabelled):
+    """A teacher follows the student, a discriminator takes its step, a co-trained network learns:
+    also in a step without unannotated slices, except for what only they teach."""
+    student, method = tiny(name)
+    extra = method.extra_models()
+    before = {k: params(m) for k, m in extra.items()}
+    optimizer = torch.optim.AdamW([*student.parameters(), *method.joint_parameters()], lr=1e-2)
+    logged = one_step(student, method, context(step=0, unlabelled=unlabelled), optimizer)
+    assert all(np.isfinite(v) for v in logged.values()), logged
+    for k, m in extra.items():
+        learns_from_unlabelled_only = k in ("evaluator", "second")  # DAN's evaluator, CPS's second network
+        if unlabelled or not learns_from_unlabelled_only:
+            assert moved(m, before[k]) > 0, f"{name}: its {k} did not change in a step"
+        if k == "teacher":
+            assert all(p.grad is None and not p.requires_grad for p in m.parameters()), "a teacher learns by EMA only"
+
+
+@pytest.mark.parametrize("name", [n for n in WITH_EXTRA if tiny(n)[1]._optimizers()])
+def test_a_discriminator_learns_to_tell(name):
+    """Its own steps on fixed predictions lower its own loss (at a learning rate that shows it in 20 steps)."""
+    torch.manual_seed(0)
+    student = build_unet(C, width=4, dropout=0.1, in_channels=IN)
+    method = create_method(name, student, C, {"lr": 1e-3})
+    ctx = context()
+    with torch.no_grad():
+        student_outputs(student, method, ctx)
+    losses = [next(iter(method.after_step(ctx).values())) for _ in range(20)]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]), losses
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_short_run_lowers_supervised_loss(tiny_volume, name):
-    trainer = small_trainer(tiny_volume, name, steps=40)
-    sup = [e.losses["supervised"] for e in trainer.run() if hasattr(e, "losses")]
-    assert np.mean(sup[-8:]) < 0.8 * np.mean(sup[:8]), sup
+def test_method_state_round_trips_every_extra_model(name):
+    """state_dict -> a new method on a new student -> load_state_dict: every extra model and
+    optimiser comes back, and the checkpoint check accepts the state."""
+    student, method = tiny(name)
+    optimizer = torch.optim.AdamW([*student.parameters(), *method.joint_parameters()], lr=1e-2)
+    for step in range(2):
+        one_step(student, method, context(step=step, seed=step), optimizer)
+    state = method.state_dict()
+    assert set(method.extra_models()) <= set(state)
+    _, fresh = tiny(name, seed=1)
+    fresh.load_state_dict(state)
+    for k, m in method.extra_models().items():
+        other = fresh.extra_models()[k].state_dict()
+        assert all(torch.equal(v, other[n]) for n, v in m.state_dict().items()), f"{name}: {k} did not come back"
+    for k, opt in method._optimizers().items():
+        assert fresh._optimizers()[k].state_dict()["state"].keys() == opt.state_dict()["state"].keys()
+    payload = {"num_classes": C, "method": name, "model": student.state_dict(), "method_state": state,
+               "config": {**TrainConfig(width=4).to_dict(), "prior_input": True}}
+    checkpoint.validate(payload)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_maps_are_named_and_in_range(name):
+    student, method = tiny(name)
+    x = torch.randn(2, IN, 32, 32)
+    with torch.no_grad():
+        p = torch.softmax(student(x), dim=1)
+        maps = method.maps(x, p, costly=True)
+    for k, m in maps.items():
+        assert m.shape == (2, 32, 32) and float(m.min()) >= 0 and float(m.max()) <= 1, k
+
+
+# ----- through the loop -----
+def small_config(steps=3, **kw) -> TrainConfig:
+    return TrainConfig(steps=steps, patch=32, width=4, batch_labelled=2, batch_unlabelled=2, eval_every=0, seed=0, **kw)
+
+
+def small_trainer(volume, method, steps=3, **kw):
+    return Trainer([volume], method, small_config(steps, **kw))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_loop_runs_saves_and_resumes(tiny_volume, tmp_path, name):
+    """Three steps of the real loop: finite losses; the checkpoint holds every extra model and a
+    resumed run starts from them."""
+    trainer = small_trainer(tiny_volume, name, steps=2)
+    events = [e for e in trainer.run() if hasattr(e, "losses")]
+    assert len(events) == 2 and all(np.isfinite(v) for e in events for v in e.losses.values()), events[-1].losses
+    path = trainer.save(tmp_path / "model.pt")
+    resumed = Trainer([tiny_volume], config=small_config(3), resume=checkpoint.load(path))
+    for k, m in trainer.method.extra_models().items():
+        other = resumed.method.extra_models()[k].state_dict()
+        assert all(torch.equal(v, other[n]) for n, v in m.state_dict().items()), k
+    assert [e.step for e in resumed.run() if hasattr(e, "losses")] == [3]
+
+
+# ----- method-specific -----
+def _context(trainer, step=None):
+    """One batch of the trainer and the student's output on it, at ``step`` (default: the end of the run)."""
+    cfg = trainer.config
+    x_l, y_l = trainer._batch(trainer._sample(trainer.pool.labelled, 2), labelled=True)
+    x_u = trainer._batch(trainer._sample(trainer.pool.unlabelled, 2), labelled=False)[0]
+    ctx = StepContext(cfg.steps if step is None else step, cfg.steps, trainer.num_classes, x_l, y_l, x_u)
+    trainer.model.train()
+    student_pass(trainer.model, ctx)
+    return ctx
 
 
 def test_ua_mt_threshold_ramps_up(tiny_volume):
@@ -94,20 +236,6 @@ def test_unknown_method_and_option(tiny_volume):
         Trainer([tiny_volume], "nope", TrainConfig(steps=1))
     with pytest.raises(InputError, match="no option bogus"):
         Trainer([tiny_volume], "mean_teacher", TrainConfig(steps=1), method_options={"bogus": 1})
-
-
-@pytest.mark.parametrize("name", ["mean_teacher", "ua_mt", "adversarial"])
-def test_extra_models_step_when_every_slice_is_annotated(tiny_volume, name):
-    """No unannotated slice left: the teacher / discriminator must still follow training."""
-    from napari_sslseg.data import Volume
-
-    full = Volume(tiny_volume.image, labels=tiny_volume.labels, annotated=list(range(tiny_volume.num_slices)))
-    trainer = small_trainer(full, name, steps=3)
-    assert not trainer.pool.unlabelled
-    extra = next(iter(trainer.method.extra_models().values()))
-    before = [p.detach().clone() for p in extra.parameters()]
-    list(trainer.run())
-    assert sum(float((p.detach() - b).abs().sum()) for p, b in zip(extra.parameters(), before)) > 0
 
 
 @pytest.mark.parametrize("scope", ["last", "all"])
@@ -139,3 +267,87 @@ def test_ua_mt_last_block_uncertainty_is_entropy_of_dropout_samples(tiny_volume)
     method.config.mc_passes = 1
     method.teacher_probabilities(x)
     assert not torch.allclose(method._uncertainty, u)
+
+
+def test_transform_consistency_is_zero_for_an_equivariant_network():
+    """A per-pixel network commutes with any warp: T(f(x)) = f(T(x)) inside the slice."""
+    from napari_sslseg.methods.transform_consistency import random_affine, warp
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(IN, C, 1)
+    x = torch.randn(4, IN, 32, 32)
+    # right angles and mirrors map pixel centres onto pixel centres: exact
+    theta = torch.tensor([[[1.0, 0, 0], [0, 1, 0]], [[-1.0, 0, 0], [0, 1, 0]], [[0, -1.0, 0], [1, 0, 0]], [[0, 1.0, 0], [1, 0, 0]]])
+    np.testing.assert_allclose(warp(net(x), theta).detach(), net(warp(x, theta)).detach(), atol=1e-5)
+    theta = random_affine(4, 15.0, 0.1, True)
+    assert theta.shape == (4, 2, 3) and torch.all(theta[:, :, 2] == 0)
+    det = torch.linalg.det(theta[:, :, :2]).abs()
+    assert bool(((det >= 0.9**2 - 1e-6) & (det <= 1.1**2 + 1e-6)).all())
+
+
+def test_mixup_and_ict_mix_each_slice_with_another():
+    for name in ("mixup", "ict"):
+        student, method = tiny(name)
+        ctx = context()
+        method.prepare(ctx)
+        lam = ctx.notes["lam"]
+        assert lam.shape == (2, 1, 1, 1) and bool(((lam >= 0) & (lam <= 1)).all())
+        torch.testing.assert_close(ctx.views["mixed"], lam * ctx.x_unlabelled + (1 - lam) * ctx.x_unlabelled.roll(1, 0))
+
+
+def test_cps_networks_start_apart_and_both_train():
+    student, method = tiny("cps")
+    assert any(not torch.equal(a, b) for a, b in zip(student.parameters(), method.second.parameters()))
+    assert {id(p) for p in method.joint_parameters()} == {id(p) for p in method.second.parameters()}
+
+
+def test_bcp_pastes_annotated_pairs_first_then_both_ways():
+    student, method = tiny("bcp")
+    early, late = context(step=0), context(step=99)
+    method.prepare(early)
+    method.prepare(late)
+    assert set(early.views) == {"labelled pasted"}
+    assert set(late.views) == {"unlabelled outside", "labelled outside"}
+    mask = late.notes["mask"]
+    assert int((mask == 0).sum()) == int(32 * 2 / 3) ** 2  # one 2/3 x 2/3 region
+    inside = mask[0, 0] == 0
+    torch.testing.assert_close(late.views["unlabelled outside"][0][:, inside], late.x_labelled[0][:, inside])
+    torch.testing.assert_close(late.views["unlabelled outside"][0][:, ~inside], late.x_unlabelled[0][:, ~inside])
+
+
+def test_bcp_pseudo_labels_keep_each_class_largest_piece():
+    from napari_sslseg.methods.bcp import largest_pieces
+
+    labels = torch.zeros(1, 16, 16, dtype=torch.long)
+    labels[0, 1:6, 1:6] = 1  # 25 pixels
+    labels[0, 10:12, 10:12] = 1  # a stray piece of 4
+    labels[0, 12:14, 1:3] = 2
+    out = largest_pieces(labels, 3)
+    assert int((out == 1).sum()) == 25 and int((out == 2).sum()) == 4 and int(out[0, 10, 10]) == 0
+
+
+def test_unimatch_teaches_nothing_where_the_weak_view_is_unsure():
+    """At the official 0.95 threshold a random network is confident nowhere: no pseudo-label, no gradient."""
+    torch.manual_seed(0)
+    student = build_unet(C, width=4, dropout=0.1, in_channels=IN)
+    with torch.no_grad():  # every class equally likely everywhere
+        student.final_conv.weight.zero_()
+        student.final_conv.bias.zero_()
+    method = create_method("unimatch", student, C)
+    ctx = context()
+    outputs = student_outputs(student, method, ctx)
+    terms = method.unlabelled_loss(ctx)
+    assert set(terms) == {"strong_1", "strong_2", "feature_perturbed"}
+    assert all(float(v.detach()) == 0 for v, _ in terms.values())
+    assert gradient_through(outputs + [ctx.view_logits["feature perturbed"]], terms) == 0
+
+
+def test_unimatch_feature_perturbation_drops_encoder_channels():
+    student, method = tiny("unimatch")
+    student.eval()  # no dropout of the network's own: what differs is the perturbation
+    x = torch.randn(2, IN, 32, 32)
+    with torch.no_grad():
+        clean, perturbed = student(x), method.feature_perturbed(x)
+        again = student(x)
+    assert not torch.allclose(clean, perturbed)
+    torch.testing.assert_close(clean, again)  # the hooks are gone afterwards

@@ -133,6 +133,6 @@ def inference_time(trainer: Trainer, image: np.ndarray, spacing, axis: int, cfg:
         tc = trainer.config
         everywhere = build_unet(model.num_classes, tc.width, tc.dropout, dropout_scope="all").to(trainer.device)
         everywhere.load_state_dict(model.student.state_dict())
-        model_all = replace(model, student=everywhere, teacher=None, discriminator=None)
+        model_all = replace(model, student=everywhere, method=None)
         every, timed_every = whole_volume_seconds(model_all, cfg.inference_all_slices, "all")
     return InferenceTime(tuple(image.shape), cfg.inference_mc_passes, seconds, timed, n, every, timed_every)

@@ -1,10 +1,17 @@
 """Semi-supervised methods as small strategies, registered by name.
 
-Importing this package registers every built-in method; :data:`METHODS` maps each
-name to its class and drives the command line and the napari panel alike.
+Importing this package imports every module in it, and each registers its method;
+:data:`METHODS` maps each name to its class and drives the command line, the napari
+panel, the benchmark and the tests alike. A new method is one file here.
 """
 
-from .base import METHODS, Method, StepContext, create_method, method_config, register
-from . import supervised, mean_teacher, ua_mt, adversarial, entropy_min  # noqa: F401,E402  (registration)
+import importlib
+import pkgutil
 
-__all__ = ["METHODS", "Method", "StepContext", "create_method", "method_config", "register"]
+from .base import METHODS, Method, StepContext, create_method, method_config, register, student_pass, supervised_loss
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if _module != "base":
+        importlib.import_module(f"{__name__}.{_module}")
+
+__all__ = ["METHODS", "Method", "StepContext", "create_method", "method_config", "register", "student_pass", "supervised_loss"]

@@ -39,7 +39,7 @@ class Adversarial(Method):
     def __init__(self, student: nn.Module, num_classes: int, config=None):
         super().__init__(student, num_classes, config)
         self.discriminator = PixelDiscriminator(num_classes, width=self.config.width)
-        self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=self.config.lr, betas=(0.9, 0.99))
+        self.discriminator_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=self.config.lr, betas=(0.9, 0.99))
 
     def unlabelled_loss(self, ctx: StepContext) -> dict[str, tuple[torch.Tensor, float]]:
         c = self.config
@@ -64,7 +64,7 @@ class Adversarial(Method):
         """One discriminator step: ground truth is real (1), predictions are fake (0)."""
         d = self.discriminator
         d.requires_grad_(True)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.discriminator_optimizer.zero_grad(set_to_none=True)
         predictions = [ctx.logits_labelled] + ([ctx.logits_unlabelled] if ctx.logits_unlabelled is not None else [])
         fake = torch.softmax(torch.cat(predictions).detach().float(), dim=1)
         real = F.one_hot(ctx.y_labelled[:, 0].long(), self.num_classes).permute(0, 3, 1, 2).float()
@@ -74,13 +74,10 @@ class Adversarial(Method):
             + F.binary_cross_entropy_with_logits(out_real, torch.ones_like(out_real))
         )
         loss.backward()
-        self.optimizer.step()
+        self.discriminator_optimizer.step()
         return {"discriminator": float(loss.detach())}
 
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "discriminator_optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        if "discriminator_optimizer" in state:
-            self.optimizer.load_state_dict(state["discriminator_optimizer"])
+    @torch.no_grad()
+    def maps(self, x: torch.Tensor, probabilities: torch.Tensor, costly: bool = False) -> dict[str, torch.Tensor]:
+        """Where the discriminator takes the prediction for ground truth."""
+        return {"discriminator_confidence": torch.sigmoid(self.discriminator(probabilities))[:, 0]}

@@ -7,7 +7,6 @@ noise. The weight of that consistency ramps up with a sigmoid.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -15,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import setting
-from ..schedules import ema_decay, sigmoid_rampup
-from .base import Method, StepContext, register
+from ..schedules import sigmoid_rampup
+from .base import Method, StepContext, disagreement_map, ema_teacher, ema_update, register
 
 
 @dataclass
@@ -39,9 +38,7 @@ class MeanTeacher(Method):
 
     def __init__(self, student: nn.Module, num_classes: int, config=None):
         super().__init__(student, num_classes, config)
-        self.teacher = copy.deepcopy(student)
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher = ema_teacher(student)
 
     def weight(self, ctx: StepContext) -> float:
         return self.config.consistency * sigmoid_rampup(ctx.step, self.config.rampup * ctx.total_steps)
@@ -66,11 +63,10 @@ class MeanTeacher(Method):
             loss = (mask * sq).sum() / (mask.sum() * sq.shape[1] + 1e-8)
         return {"consistency": (loss, self.weight(ctx))}
 
-    @torch.no_grad()
     def after_step(self, ctx: StepContext) -> dict[str, float]:
-        a = ema_decay(ctx.step, self.config.ema_decay)
-        for t, s in zip(self.teacher.parameters(), self.student.parameters()):
-            t.mul_(a).add_(s.detach(), alpha=1 - a)
-        for t, s in zip(self.teacher.buffers(), self.student.buffers()):
-            t.copy_(s)
+        ema_update(self.teacher, self.student, ctx.step, self.config.ema_decay)
         return {}
+
+    def maps(self, x: torch.Tensor, probabilities: torch.Tensor, costly: bool = False) -> dict[str, torch.Tensor]:
+        """Where the EMA teacher disagrees with the student (one more network pass: only when ``costly``)."""
+        return {"disagreement": disagreement_map(self.teacher, x, probabilities)} if costly else {}
