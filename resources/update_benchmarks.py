@@ -16,10 +16,16 @@ RUNS = ["colin27-whole", "colin27-whole-quick", "colin27-whole-600s", "brain1-wh
         "mni152-quick"]
 #: what a section's own results.md cannot say about its run
 NOTES = {
-    "colin27-whole": "its 'full supervision' row (1.000) was trained and scored with the prior of every slice, "
-    "which is the ground truth itself: the bench trains the ceiling without the prior since (commit after this run).",
+    "colin27-whole": "the second round (registered prior, nearby prior input). Its 'full supervision' row (0.000) is "
+    "a network trained on every slice without the prior for 600 steps (1 thread, beside another training): it "
+    "predicts no structure yet (300 steps with 2 threads: none either); a converged ceiling on a whole volume needs "
+    "a longer run than this bench makes. The same holds for breast1-whole.",
+    "colin27-whole-quick": "the first round, before the prior registered slices.",
+    "brain1-whole": "the second round (registered prior, nearby prior input).",
+    "breast1-whole": "the second round. The lesion lies on 3 slices: at k=2 one slice with lesion is scored, so one "
+    "model's cell moves by 0.5 between checkpoints.",
     "colin27-whole-600s": "one training with a 600 s budget, scored on the way: its schedule spans the 600 s, so "
-    "its 120 s cell is not the 120 s budget's result (colin27-whole: 0.690).",
+    "its 120 s cell is not the 120 s budget's result (first round: 0.690). Run before the prior registered slices.",
     "colin27": "this and the sections after it are of the cropped protocol, before the whole-volume round.",
     "colin27-dropout-all": "the engine before dropout was kept to the last block (commit ef14622, dropout after "
     "every convolution); the command wrote to benchmarks/colin27, renamed since.",
