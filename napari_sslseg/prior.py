@@ -98,8 +98,10 @@ class _Flow:
         return img
 
     def _step(self, s: int, t: int) -> sitk.Image:
-        """Displacement of slice ``s``'s points to the neighbouring slice ``t``: demons at half the
-        resolution first (it moves edges a few pixels at most per pass), then refined at full."""
+        """Displacement of slice ``s``'s points to the neighbouring slice ``t``: demons on a pyramid of
+        ``_DEMONS_LEVELS`` resolutions, coarsest first, each level starting from the one below's answer
+        (demons moves an edge a pixel or so per pass: at full resolution alone it followed a drifting
+        disc half-way)."""
         if (s, t) not in self._steps:
             fixed, moving = self._slice(s), self._slice(t)
             demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()

@@ -372,7 +372,7 @@ class Trainer:
         at = s
         if leave_out:
             near = [t for d in range(1, max(1, int(round(prior.reach * _NEARBY_REACH))) + 1) for t in (s - d, s + d)
-                    if 0 <= t < prior.num_slices and t not in prior._painted]
+                    if 0 <= t < prior.num_slices and t not in prior.annotated]
             if near and self.rng.random() < _PRIOR_NEARBY:
                 # the prior of a slice nearby, where it is what an unannotated slice that far from an
                 # annotation gets: a structure painted on this slice alone is in it, tapering

@@ -116,9 +116,11 @@ def _score(trainer, annotated: list[int], hausdorff: bool = True, mc_passes: int
     return s, pred
 
 
-def _train(annotated: list[int], method: str, seed: int, **settings):
+def _train(annotated: list[int], method: str, seed: int, steps: int | None = None, **settings):
+    """One training of the job's dataset; ``steps`` default: the table's budget."""
     cfg = _JOB["cfg"]
-    return train(_JOB["ds"], annotated, _JOB["axis"], method, cfg.steps, seed, _JOB["threads"], **settings)
+    return train(_JOB["ds"], annotated, _JOB["axis"], method, cfg.steps if steps is None else steps, seed,
+                 _JOB["threads"], **settings)
 
 
 def _grid_job(method: str, k: int, seed: int) -> list[RunResult]:
@@ -133,9 +135,8 @@ def _ceiling_job(ks: list[int], seed: int) -> list[RunResult]:
     """Supervised on every slice: one model, scored on each column's unannotated slices. Without the
     propagation prior: with every slice annotated it is the ground truth itself, which would score 1."""
     t0 = time.perf_counter()
-    cfg = _JOB["cfg"]
-    trainer = train(_JOB["ds"], list(range(_JOB["ds"].labels.shape[_JOB["axis"]])), _JOB["axis"], "supervised",
-                    cfg.ceiling_steps, seed, _JOB["threads"], prior_input=False, prior_weight=0.0)
+    trainer = _train(list(range(_JOB["ds"].labels.shape[_JOB["axis"]])), "supervised", seed,
+                     steps=_JOB["cfg"].ceiling_steps, prior_input=False, prior_weight=0.0)
     seconds = time.perf_counter() - t0
     return [RunResult(CEILING, k, seed, _score(trainer, evenly_spaced(_JOB["extent"], k))[0], seconds) for k in ks]
 
