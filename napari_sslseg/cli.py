@@ -27,6 +27,23 @@ def _parse_slices(text: str | None) -> list[int] | None:
         raise InputError(f"--slices takes comma-separated slice numbers, e.g. 10,20,30; got '{text}'.") from None
 
 
+def _annotated(args, labels, geom) -> list[int] | None:
+    """The annotated slices: --slices, or those holding a label; with --complete or
+    --annotated-range every slice of the range counts too, an empty one as background."""
+    from .annotation import complete_slices, parse_range
+    from .data import default_axis
+
+    slices = _parse_slices(args.slices)
+    if not (args.complete or args.annotated_range):
+        return slices
+    axis = args.axis if args.axis is not None else default_axis(geom.spacing_zyx)
+    n = labels.shape[axis]
+    a, b = parse_range(args.annotated_range or ":", n)
+    if slices is not None:
+        return sorted(set(slices) | set(range(a, b + 1)))
+    return complete_slices(labels, axis, range(a, b + 1))
+
+
 def _parse_window(text: str | None) -> tuple[float, float] | None:
     """--window LOW,HIGH: a fixed intensity window (CT in HU, e.g. -160,240 for soft tissue)."""
     if not text:
@@ -117,7 +134,7 @@ def cmd_train(args) -> int:
     window = _parse_window(args.window)
     out = check_writable(args.out)
     image, labels, geom = _read_pair(args.image, args.labels, args.channel)
-    volumes = [Volume(image, geom.spacing_zyx, labels, _parse_slices(args.slices), args.axis, Path(args.image).name, window)]
+    volumes = [Volume(image, geom.spacing_zyx, labels, _annotated(args, labels, geom), args.axis, Path(args.image).name, window)]
     for path in args.unlabelled or []:
         arr, g = read_volume(path, args.channel)
         axis = args.axis if args.axis is not None else volumes[0].axis
@@ -284,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--unlabelled", nargs="*", metavar="IMAGE", help="further volumes without labels")
     t.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis of the (z, y, x) array; default: coarsest spacing")
     t.add_argument("--slices", help="annotated slices, comma-separated (default: those holding a label)")
+    t.add_argument("--complete", action="store_true",
+                   help="the labels are complete: every slice is annotated, an empty one holds background only")
+    t.add_argument("--annotated-range", metavar="A:B",
+                   help="every slice from A to B (both included) is annotated, an empty one as background")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")

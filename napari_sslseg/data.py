@@ -170,6 +170,7 @@ class Volume:
     name: str = "volume"
     window: tuple[float, float] | None = None  # fixed intensity window (CT); None = percentiles
     stats: IntensityStats | None = field(default=None, repr=False)
+    rejected: list[int] = field(default_factory=list)  # slices whose prediction the user rejected: no unlabelled loss there
 
     def __post_init__(self) -> None:
         check_image(self.image, f"image '{self.name}'")
@@ -219,6 +220,13 @@ class Volume:
     def unannotated(self) -> list[int]:
         done = set(self.annotated)
         return [s for s in range(self.num_slices) if s not in done]
+
+    @property
+    def unlabelled(self) -> list[int]:
+        """The unannotated slices training may learn from without labels: not those whose
+        prediction the user rejected (a prediction the model must not be taught to trust)."""
+        rejected = set(self.rejected)
+        return [s for s in self.unannotated if s not in rejected]
 
     def prior(self, num_classes: int | None = None, class_names=None, label_values=None):
         """The propagation prior of the annotated slices (:func:`napari_sslseg.prior.propagate`), carried
@@ -288,7 +296,7 @@ class SlicePool:
     def refresh(self) -> None:
         """Rebuild the pools after annotations changed."""
         self.labelled = [(i, s) for i, v in enumerate(self.volumes) for s in v.annotated]
-        self.unlabelled = [(i, s) for i, v in enumerate(self.volumes) for s in v.unannotated]
+        self.unlabelled = [(i, s) for i, v in enumerate(self.volumes) for s in v.unlabelled]
         check_volumes(self.volumes)
 
     def num_classes(self) -> int:

@@ -105,6 +105,7 @@ class UpdateLabels:
     volume_index: int
     labels: np.ndarray
     annotated: list[int] | None = None  # None = every slice that holds a label
+    rejected: list[int] | None = None  # slices whose prediction the user rejected; None = as before
 
 
 @dataclass

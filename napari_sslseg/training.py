@@ -279,6 +279,8 @@ class Trainer:
             return MessageEvent(self.step, "warning", f"No volume {cmd.volume_index} to take labels for.")
         vol = self.pool.volumes[cmd.volume_index]
         old_labels, old_annotated = vol.labels, vol.annotated
+        if cmd.rejected is not None:
+            vol.rejected = sorted(int(s) for s in cmd.rejected)
         try:
             vol.set_labels(cmd.labels, cmd.annotated)
             self._take_label_values(vol)
