@@ -24,7 +24,7 @@ def main() -> None:
     viewer.open_sample("napari-sslseg", "colin27")
     _, panel = viewer.window.add_plugin_dock_widget("napari-sslseg", "Semi-supervised segmentation")
     for name, value in {"time_budget": 0.0, "steps": 300, "preview_every": 40, "eval_every": 10, "threads": 2}.items():
-        panel.settings[name].value = value
+        panel.training.settings[name].value = value
     panel.train()
     app = QApplication.instance()
     # train until several previews have arrived, then pause to take the picture mid-run
@@ -33,13 +33,13 @@ def main() -> None:
         time.sleep(0.02)
     panel.toggle_pause()
     deadline = time.monotonic() + 60
-    while not panel.status.value.startswith("Paused") and time.monotonic() < deadline:
+    while not panel.training.status.value.startswith("Paused") and time.monotonic() < deadline:
         app.processEvents()
         time.sleep(0.02)
-    panel.plot.redraw(force=True)
-    if panel.suggestions.count():
-        panel.suggestions.setCurrentRow(0)
-    panel.go_to_slice(70)  # an unannotated slice between two annotated ones (64 and 77), through the structures
+    panel.training.plot.redraw(force=True)
+    if panel.review.suggestions.count():
+        panel.review.suggestions.setCurrentRow(0)
+    panel.review.go_to_slice(70)  # an unannotated slice between two annotated ones (64 and 77), through the structures
     viewer.layers["uncertainty"].visible = True  # what the u key toggles: show it in the picture
     viewer.layers.selection.active = viewer.layers["pseudo-labels"]
     viewer.reset_view()

@@ -17,7 +17,9 @@ MAPS = {
     "discriminator confidence": "discriminator_confidence",
 }
 #: Perceptual colormap of each map.
-COLORMAPS = {"confidence": "viridis", "uncertainty": "magma", "discriminator confidence": "inferno"}
+#: Uncertainty in one hue unlike any class colour, bright where it is high; confidence likewise,
+#: shown inside predicted structures only (elsewhere it is the background's, near 1 everywhere).
+COLORMAPS = {"confidence": "green", "uncertainty": "yellow", "discriminator confidence": "cyan"}
 
 
 def pseudo_labels(prediction, threshold: float) -> np.ndarray:
@@ -100,16 +102,20 @@ def show_prediction(viewer, prediction, image_layer, threshold: float, suffix: s
 def _show_prediction(viewer, prediction, image_layer, threshold: float, suffix: str) -> dict:
     place = _place(image_layer)
     layers = {
-        "prediction": _set_layer(viewer, result_name("prediction", suffix), prediction.labels, "labels", place, opacity=0.45),
-        "pseudo-labels": _set_layer(
-            viewer, result_name("pseudo-labels", suffix), pseudo_labels(prediction, threshold), "labels", place, contour=1
-        ),
+        # outlines: the image and the user's labels stay readable under the prediction
+        "prediction": _set_layer(viewer, result_name("prediction", suffix), prediction.labels, "labels", place,
+                                 contour=2, opacity=0.9),
+        "pseudo-labels": _set_layer(viewer, result_name("pseudo-labels", suffix), pseudo_labels(prediction, threshold),
+                                    "labels", place, opacity=0.35),
     }
     for kind, attr in MAPS.items():
         data = getattr(prediction, attr, None)
         if data is None:
             continue
-        limits = (0.0, 1.0) if kind != "uncertainty" else (0.0, max(float(data.max()), 1e-6))
+        if kind == "confidence":
+            data = np.where(prediction.labels > 0, data, 0).astype(np.float32)
+        # the uncertainty's top percentile is the edges: scaled to it, the rest would be black
+        limits = (0.0, 1.0) if kind != "uncertainty" else (0.0, max(float(np.percentile(data.ravel()[:: max(1, data.size // 10**6)], 99.5)), 1e-6))
         layers[kind] = _set_layer(
             viewer,
             result_name(kind, suffix),
@@ -119,7 +125,7 @@ def _show_prediction(viewer, prediction, image_layer, threshold: float, suffix: 
             colormap=COLORMAPS[kind],
             blending="additive",
             contrast_limits=limits,
-            opacity=0.6,
+            opacity=0.8,
             visible=False,  # overlays on demand (the panel's "u" key), the prediction stays readable
         )
         if kind == "uncertainty":
@@ -134,20 +140,23 @@ def slice_index(axis: int, slices, shape) -> tuple[np.ndarray, ...]:
     return tuple(g.ravel() for g in np.meshgrid(*grids, indexing="ij"))
 
 
-def accept_slices(labels_layer, prediction_labels: np.ndarray, axis: int, slices) -> None:
-    """Copy the prediction of ``slices`` into the user's labels as one undoable step."""
+def accept_slices(labels_layer, axis: int, slices, values: np.ndarray) -> None:
+    """Write ``values`` (the slices' new labels, stacked along ``axis``) into the user's labels as
+    one undoable step."""
     indices = slice_index(axis, slices, labels_layer.data.shape)
-    values = prediction_labels[indices].astype(labels_layer.data.dtype)
     with labels_layer.block_history():
-        labels_layer.data_setitem(indices, values)
+        labels_layer.data_setitem(indices, values.astype(labels_layer.data.dtype).ravel())
 
 
-def reject_slices(pseudo_layer, axis: int, slices) -> None:
-    """Clear the pseudo-labels of ``slices`` (a result layer, never the user's labels)."""
-    index = [slice(None)] * pseudo_layer.data.ndim
-    index[axis] = list(slices)
-    pseudo_layer.data[tuple(index)] = 0
-    pseudo_layer.refresh()
+def legend_html(layer, class_names) -> str:
+    """Each class's name in its colour on ``layer``: the legend of the prediction."""
+    items = []
+    for index, name in enumerate(class_names):
+        if index == 0:
+            continue
+        r, g, b = (int(round(255 * c)) for c in np.asarray(layer.get_color(index))[:3])
+        items.append(f'<span style="color:#{r:02x}{g:02x}{b:02x}">&#9632;</span>&nbsp;{name}')
+    return "&nbsp;&nbsp; ".join(items)
 
 
 def suggestion_reason(prediction, slice_: int, class_names, annotated=()) -> str:

@@ -92,3 +92,14 @@ class TrainingSession:
             self._run.close()  # the loop, closed mid-run, saves what it trained
         self.finished = True
         self.progress.close()
+
+
+class Shutdown:
+    """What must stop when the panel or the viewer goes away; holds no reference to the panel."""
+
+    def __init__(self):
+        self.session: TrainingSession | None = None
+
+    def __call__(self, *_):
+        if self.session is not None:
+            self.session.shutdown()

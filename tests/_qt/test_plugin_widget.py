@@ -14,33 +14,35 @@ TINY = {"patch": 64, "batch_labelled": 2, "batch_unlabelled": 2, "threads": 1, "
 
 @pytest.fixture
 def setup(make_napari_viewer, monkeypatch, tmp_path):
-    monkeypatch.setattr("napari_sslseg._qt.panel.RUNS", tmp_path / "runs")  # saved trainings
+    monkeypatch.setattr("napari_sslseg._qt.training_widget.RUNS", tmp_path / "runs")  # saved trainings
     viewer = make_napari_viewer()
     viewer.open_sample("napari-sslseg", "colin27")
     _, panel = viewer.window.add_plugin_dock_widget("napari-sslseg", "Semi-supervised segmentation")
     assert isinstance(panel, TrainingPanel)
     for name, value in TINY.items():
-        panel.settings[name].value = value
-    panel.settings["width"].value = 8
+        panel.training.settings[name].value = value
+    panel.training.settings["width"].value = 8
     yield viewer, panel
     panel.shutdown()
 
 
-def _train(qtbot, panel, steps, preview_every=0, timeout=90_000):
-    panel.settings["steps"].value = steps
-    panel.settings["preview_every"].value = preview_every
+def _train(qtbot, panel, steps, preview_every=0, finish=False, timeout=90_000):
+    """Start a training of ``steps``; with ``finish``, wait up to ``timeout`` ms for it to end."""
+    panel.training.settings["steps"].value = steps
+    panel.training.settings["preview_every"].value = preview_every
     panel.train()
     assert panel.session is not None, "training did not start"
+    if finish:
+        qtbot.waitUntil(lambda: not panel.session.running, timeout=timeout)
     return panel.session
 
 
 def test_training_shows_results_for_review(setup, qtbot, tmp_path):
     viewer, panel = setup
     image, labels = viewer.layers["colin27 T1"], viewer.layers["annotations"]
-    assert panel.image.value is image and panel.labels.value is labels and panel.axis.value == 0
+    assert panel.data.image.value is image and panel.data.labels.value is labels and panel.data.axis.value == 0
     before = labels.data.copy()
-    session = _train(qtbot, panel, steps=10, preview_every=5)
-    qtbot.waitUntil(lambda: not session.running, timeout=90_000)
+    session = _train(qtbot, panel, steps=10, preview_every=5, finish=True, timeout=90_000)
     assert panel.trainer.step == 10
 
     # result layers on the image's grid, the user's labels untouched
@@ -54,52 +56,58 @@ def test_training_shows_results_for_review(setup, qtbot, tmp_path):
     for name in ("annotations", "prediction", "pseudo-labels"):
         assert list(viewer.layers[name].features["class"])[2] == "putamen"
     np.testing.assert_array_equal(labels.data, before)
-    assert panel.plot.losses["supervised"][0]
+    assert panel.training.plot.losses["supervised"][0]
 
     # suggestions: a rank and a plain reason; a click moves the viewer to that slice
-    assert panel.suggestions.count() > 0
+    assert panel.review.suggestions.count() > 0
     import re
 
-    first = panel.suggestions.item(0).text()
+    first = panel.review.suggestions.item(0).text()
     reason = r"(uncertain inside (caudate|putamen|pallidum|thalamus|hippocampus)|no structure predicted here, is one missing\?)"
     assert re.fullmatch(rf"1\. slice \d+: {reason}, \d+ slices? from your nearest annotation", first), first
-    item = panel.suggestions.item(1)
+    item = panel.review.suggestions.item(1)
     slice_ = item.data(0x0100)  # Qt.UserRole
-    panel.suggestions.itemClicked.emit(item)
-    assert panel.current_slice() == slice_
+    panel.review.suggestions.itemClicked.emit(item)
+    assert panel.review.current_slice() == slice_
     assert slice_ not in (14, 26, 38, 50)
     visible = viewer.layers["uncertainty"].visible
-    panel.toggle_uncertainty()
+    panel.review.toggle_uncertainty()
     assert viewer.layers["uncertainty"].visible is not visible
 
     # accept: only that slice changes, in one undoable step
-    prediction = panel.last_prediction.labels
-    panel.accept()
+    prediction = panel.target()[2].prediction.labels
+    panel.review.accept()
     changed = np.flatnonzero((labels.data != before).any(axis=(1, 2))).tolist()
     assert changed == [slice_] or (changed == [] and not prediction[slice_].any())
     np.testing.assert_array_equal(labels.data[slice_], prediction[slice_])
     labels.undo()
     np.testing.assert_array_equal(labels.data, before)
 
-    # reject clears the pseudo-labels of that slice only
+    # reject clears the pseudo-labels of that slice only, and training stops learning from it there
     pseudo = viewer.layers["pseudo-labels"]
     pseudo.data[slice_ + 1] = 1
-    panel.reject()
+    panel.review.reject()
     assert not pseudo.data[slice_].any() and pseudo.data[slice_ + 1].all()
+    assert panel.target()[2].rejected == {slice_}
+    volume = panel.data.volumes(panel.data.pairs())[0]
+    assert slice_ in volume.unannotated and slice_ not in volume.unlabelled
+    # the legend names each class in its colour on the prediction
+    assert all(name in panel.review.legend.value for name in ("caudate", "putamen", "pallidum", "thalamus", "hippocampus"))
+    assert viewer.layers["prediction"].contour > 0
 
     # save, load, predict another image layer in a worker
     path = tmp_path / "model.pt"
-    panel.save_model(str(path))
+    panel.models.save(str(path))
     assert path.exists()
-    panel.model = None
-    panel.load_model(str(path))
+    panel.models.model = None
+    panel.models.load(str(path))
     other = viewer.add_image(image.data[:, ::-1].copy(), name="other", scale=image.scale, translate=image.translate)
-    worker = panel.predict(other)
-    assert panel.status.value == "Predicting other…"
+    worker = panel.models.predict(other)
+    assert panel.training.status.value == "Predicting other…"
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         pass
     assert viewer.layers["prediction (other)"].data.shape == other.data.shape
-    qtbot.waitUntil(lambda: panel.status.value == "Predicted other: see the layer prediction (other).", timeout=5_000)
+    qtbot.waitUntil(lambda: panel.training.status.value == "Predicted other: see the layer prediction (other).", timeout=5_000)
 
 
 def test_pause_paint_and_stop(setup, qtbot):
@@ -108,7 +116,7 @@ def test_pause_paint_and_stop(setup, qtbot):
     session = _train(qtbot, panel, steps=5000)
     qtbot.waitUntil(lambda: panel.trainer.step >= 2, timeout=60_000)
     panel.toggle_pause()
-    qtbot.waitUntil(lambda: panel.status.value.startswith("Paused"), timeout=30_000)
+    qtbot.waitUntil(lambda: panel.training.status.value.startswith("Paused"), timeout=30_000)
     step = panel.trainer.step
     qtbot.wait(400)
     assert panel.trainer.step == step and session.running
@@ -121,9 +129,9 @@ def test_pause_paint_and_stop(setup, qtbot):
     assert panel.trainer.pool.volumes[0].labels is not labels.data  # the engine holds a copy
 
     # a slice with nothing to paint: marked as background, it counts as annotated
-    panel.go_to_slice(62)
+    panel.review.go_to_slice(62)
     assert 62 not in panel.annotated[0]
-    panel.mark_background()
+    panel.review.mark_background()
     qtbot.waitUntil(lambda: 62 in panel.annotated[0], timeout=10_000)
     assert 30 in panel.annotated[0] and not labels.data[62].any()  # the user's labels untouched
 
@@ -131,13 +139,13 @@ def test_pause_paint_and_stop(setup, qtbot):
     panel.stop()
     qtbot.waitUntil(lambda: not session.running, timeout=60_000)
     assert step <= panel.trainer.step < 5000
-    assert panel.train_button.enabled
+    assert panel.training.train_button.enabled
 
 
 def test_worker_exception_is_a_notification(setup, qtbot, monkeypatch):
     viewer, panel = setup
     errors = []
-    monkeypatch.setattr("napari_sslseg._qt.panel.show_error", errors.append)
+    monkeypatch.setattr("napari_sslseg._qt.notify.show_error", errors.append)
 
     def broken(self):
         raise RuntimeError("out of memory, say")
@@ -145,25 +153,25 @@ def test_worker_exception_is_a_notification(setup, qtbot, monkeypatch):
     monkeypatch.setattr(Trainer, "train_step", broken)
     names = [layer.name for layer in viewer.layers]
     data = [layer.data.copy() for layer in viewer.layers]
-    session = _train(qtbot, panel, steps=10)
-    qtbot.waitUntil(lambda: not session.running, timeout=30_000)
+    session = _train(qtbot, panel, steps=10, finish=True, timeout=30_000)
     assert errors and "out of memory, say" in errors[0]
     assert [layer.name for layer in viewer.layers] == names
     for layer, before in zip(viewer.layers, data):
         np.testing.assert_array_equal(layer.data, before)
-    assert panel.train_button.enabled
+    assert panel.training.train_button.enabled
 
 
 def test_input_errors_are_notifications(setup, monkeypatch):
     viewer, panel = setup
     errors = []
-    monkeypatch.setattr("napari_sslseg._qt.panel.show_error", errors.append)
+    monkeypatch.setattr("napari_sslseg._qt.notify.show_error", errors.append)
     viewer.add_labels(np.zeros(viewer.layers["colin27 T1"].data.shape, np.uint8), name="empty")
-    panel.labels.value = viewer.layers["empty"]
+    panel.data.labels.value = viewer.layers["empty"]
     panel.train()
     assert panel.session is None and "annotated slice" in errors[0]
-    panel.load_model(str(viewer.layers["colin27 T1"].metadata and __file__))
-    assert len(errors) == 2
+    panel.models.load(__file__)  # a file that is not a model
+    assert panel.models.model is None
+    assert errors[1] == f"Cannot read {__file__}: not a model file, or truncated."
 
 
 def test_closing_the_panel_stops_training(setup, qtbot):
@@ -177,22 +185,22 @@ def test_closing_the_panel_stops_training(setup, qtbot):
 
 def test_stop_saves_and_the_panel_offers_to_continue(setup, qtbot):
     viewer, panel = setup
-    assert not panel.resume.enabled  # nothing saved for this image yet
+    assert not panel.training.resume.enabled  # nothing saved for this image yet
     session = _train(qtbot, panel, steps=5000)
     qtbot.waitUntil(lambda: panel.trainer.step >= 2, timeout=60_000)
     panel.stop()
     qtbot.waitUntil(lambda: not session.running, timeout=60_000)
     from napari_sslseg import checkpoint
-    from napari_sslseg._qt.panel import saved_run
+    from napari_sslseg._qt.training_widget import saved_run
 
     path = saved_run(viewer.layers["colin27 T1"])
     step = checkpoint.load(path)["step"]
     assert step == panel.trainer.step >= 2
-    assert panel.resume.enabled
-    panel.method.value = "supervised"  # a resumed run keeps the saved method
-    panel.resume.value = True
+    assert panel.training.resume.enabled
+    panel.method.choice.value = "supervised"  # a resumed run keeps the saved method
+    panel.training.resume.value = True
     session = _train(qtbot, panel, steps=step + 2)
-    assert panel.trainer.step == step and panel.method.value == "mean_teacher"
+    assert panel.trainer.step == step and panel.method.choice.value == "mean_teacher"
     qtbot.waitUntil(lambda: not session.running, timeout=60_000)
     assert checkpoint.load(path)["step"] == step + 2
 
@@ -200,9 +208,9 @@ def test_stop_saves_and_the_panel_offers_to_continue(setup, qtbot):
 def test_an_error_and_closing_save_the_training(setup, qtbot, monkeypatch):
     viewer, panel = setup
     errors = []
-    monkeypatch.setattr("napari_sslseg._qt.panel.show_error", errors.append)
+    monkeypatch.setattr("napari_sslseg._qt.notify.show_error", errors.append)
     from napari_sslseg import checkpoint
-    from napari_sslseg._qt.panel import saved_run
+    from napari_sslseg._qt.training_widget import saved_run
     from napari_sslseg.methods.mean_teacher import MeanTeacher
 
     original = MeanTeacher.unlabelled_loss
@@ -214,11 +222,10 @@ def test_an_error_and_closing_save_the_training(setup, qtbot, monkeypatch):
 
     monkeypatch.setattr(MeanTeacher, "unlabelled_loss", fails_at_step_3)
     path = saved_run(viewer.layers["colin27 T1"])
-    session = _train(qtbot, panel, steps=10)
-    qtbot.waitUntil(lambda: not session.running, timeout=60_000)
+    session = _train(qtbot, panel, steps=10, finish=True, timeout=60_000)
     assert errors == [f"Training failed at step 3: RuntimeError: out of memory, say; the model of step 2 is saved in "
                       f"{path}, training can resume from it. Your layers are unchanged."]
-    assert checkpoint.load(path)["step"] == 2 and panel.resume.enabled
+    assert checkpoint.load(path)["step"] == 2 and panel.training.resume.enabled
 
     monkeypatch.setattr(MeanTeacher, "unlabelled_loss", original)
     path.unlink()
@@ -231,12 +238,12 @@ def test_an_error_and_closing_save_the_training(setup, qtbot, monkeypatch):
 def test_advanced_settings_out_of_range_are_refused(setup, monkeypatch):
     viewer, panel = setup
     errors = []
-    monkeypatch.setattr("napari_sslseg._qt.panel.show_error", errors.append)
+    monkeypatch.setattr("napari_sslseg._qt.notify.show_error", errors.append)
     # the spin boxes take their bounds from the config: patch 16, batch 0, width 0, dropout 1.5 cannot be typed
-    bounds = {name: (panel.settings[name].min, panel.settings[name].max) for name in ("patch", "batch_labelled", "width", "dropout")}
+    bounds = {name: (panel.training.settings[name].min, panel.training.settings[name].max) for name in ("patch", "batch_labelled", "width", "dropout")}
     assert bounds == {"patch": (32, 10**7), "batch_labelled": (1, 10**7), "width": (1, 10**7), "dropout": (0.0, 1.0)}
-    panel.settings["patch"].value = 40  # within the bounds, and still wrong
-    panel.settings["dropout"].value = 1.0
+    panel.training.settings["patch"].value = 40  # within the bounds, and still wrong
+    panel.training.settings["dropout"].value = 1.0
     panel.train()
     assert panel.session is None
     assert errors == ["patch = 40 is not allowed: it takes a whole number >= 32 and a multiple of 16.\n"
@@ -246,8 +253,8 @@ def test_advanced_settings_out_of_range_are_refused(setup, monkeypatch):
 def test_a_0_255_mask_offers_two_classes(setup):
     viewer, panel = setup
     mask = (viewer.layers["annotations"].data > 0).astype(np.uint8) * 255
-    panel.labels.value = viewer.add_labels(mask, name="mask")
-    assert panel.class_names.value == "background, class 1"
+    panel.data.labels.value = viewer.add_labels(mask, name="mask")
+    assert panel.data.class_names.value == "background, class 1"
 
 
 def _dock_of(panel):
@@ -261,15 +268,16 @@ def _dock_of(panel):
 
 def test_add_an_extra_volume(setup):
     viewer, panel = setup
-    panel.add_extra.native.click()
-    assert len(panel.extras) == 1
-    row = panel.extras[0]
+    panel.data.add_extra.native.click()
+    assert len(panel.data.extras) == 1
+    row = panel.data.extras[0]
     row.extra_image.value = viewer.layers["colin27 T1"]
     row.extra_labels.value = viewer.layers["annotations"]
-    volumes, pairs = panel._collect()
+    pairs = panel.data.pairs()
+    volumes = panel.data.volumes(pairs)
     assert len(volumes) == 2 and pairs[1] == (viewer.layers["colin27 T1"], viewer.layers["annotations"])
     row.remove_button.native.click()
-    assert len(panel.extras) == 0
+    assert len(panel.data.extras) == 0
 
 
 def test_closing_the_dock_stops_training_and_leaves_the_viewer_alone(setup, qtbot):
@@ -284,27 +292,27 @@ def test_closing_the_dock_stops_training_and_leaves_the_viewer_alone(setup, qtbo
     assert [layer.name for layer in viewer.layers] == names
 
     _, reopened = viewer.window.add_plugin_dock_widget("napari-sslseg", "Semi-supervised segmentation")
-    assert reopened is not panel and reopened.train_button.enabled and reopened.session is None
+    assert reopened is not panel and reopened.training.train_button.enabled and reopened.session is None
     reopened.shutdown()
 
 
 def test_background_marks_belong_to_the_layers_they_were_made_on(setup, monkeypatch):
     viewer, panel = setup
     errors = []
-    monkeypatch.setattr("napari_sslseg._qt.panel.show_error", errors.append)
+    monkeypatch.setattr("napari_sslseg._qt.notify.show_error", errors.append)
     image, labels = viewer.layers["colin27 T1"], viewer.layers["annotations"]
-    panel.go_to_slice(120)
-    panel.mark_background()
-    assert panel.background_slices(image, labels) == {120}
-    assert 120 in panel._collect()[0][0].annotated
+    panel.review.go_to_slice(120)
+    panel.review.mark_background()
+    assert panel.data.session(image, labels).background == {120}
+    assert 120 in panel.data.volumes(panel.data.pairs())[0].annotated
 
     empty = viewer.add_labels(np.zeros(image.data.shape, np.uint8), name="new labels")
-    panel.labels.value = empty
-    assert panel.background_slices(image, empty) == set()
+    panel.data.labels.value = empty
+    assert panel.data.session(image, empty).background == set()
     panel.train()  # nothing annotated on this layer: refused, as if no slice were marked
     assert panel.session is None and "annotated slice" in errors[0]
-    panel.labels.value = labels
-    assert panel.background_slices(image, labels) == {120}
+    panel.data.labels.value = labels
+    assert panel.data.session(image, labels).background == {120}
 
 
 def test_loading_a_file_that_is_not_a_model_says_what_it_is(setup, monkeypatch, tmp_path):
@@ -312,11 +320,11 @@ def test_loading_a_file_that_is_not_a_model_says_what_it_is(setup, monkeypatch, 
 
     viewer, panel = setup
     errors = []
-    monkeypatch.setattr("napari_sslseg._qt.panel.show_error", errors.append)
+    monkeypatch.setattr("napari_sslseg._qt.notify.show_error", errors.append)
     path = tmp_path / "network.pt"
     torch.save(torch.nn.Conv3d(1, 2, 3), path)
-    panel.load_model(str(path))
-    assert panel.model is None
+    panel.models.load(str(path))
+    assert panel.models.model is None
     assert errors == [f"{path} is not a napari-sslseg model: it is a PyTorch file holding Python objects "
                       "(torch.nn.modules.conv.Conv3d), a whole network saved by another program, say. It was not "
                       "opened: loading such objects could run code. Load a model saved by napari-sslseg (Save model…, "
@@ -343,7 +351,7 @@ def test_controls_have_labels_and_the_device_is_a_choice(setup):
     viewer, panel = setup
     shown = {label.text().rstrip(":") for label in panel.findChildren(QLabel) if label.isVisibleTo(panel)}
     assert {"pseudo-label confidence ≥", "slices either side", "predict on", "device"} <= shown
-    device = panel.settings["device"]
+    device = panel.training.settings["device"]
     assert isinstance(device, ComboBox) and device.value == "auto"
     assert device.choices[:2] == ("auto", "cpu")
-    assert panel._config().device == "auto"
+    assert panel.training.config().device == "auto"

@@ -1,0 +1,99 @@
+"""The training section: settings (a form built from TrainConfig), Train/Pause/Stop, the status
+line and the live plot, and the saved training of each image that a new run may continue."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
+from qtpy.QtWidgets import QToolButton
+
+from ..config import TrainConfig
+from ..devices import available_devices
+from ..events import EvalEvent, FinishedEvent, PausedEvent, PreviewEvent, StepEvent
+from .forms import dataclass_form, form_values
+from .layout import group
+from .plot import LivePlot
+
+#: Training settings shown in the main form; the others sit under "Advanced".
+MAIN_SETTINGS = ("time_budget", "steps", "device", "preview_every")
+#: Where each image's training state is kept, so that a stopped, failed or closed run can continue.
+RUNS = Path.home() / ".cache" / "napari-sslseg" / "runs"
+
+
+def saved_run(image) -> Path:
+    """The checkpoint of the last training on ``image`` (by layer name and shape)."""
+    name = re.sub(r"[^\w.-]+", "_", image.name)[:80]
+    return RUNS / f"{name}-{'x'.join(map(str, image.data.shape))}.pt"
+
+
+class TrainingSection:
+    def __init__(self):
+        self.settings = dataclass_form(TrainConfig)
+        self.settings.time_budget.value = 120.0  # a user thinks in minutes: 2 of them, then review
+        self.settings.time_budget.label = "time budget (s)"
+        self.settings.time_budget.tooltip = "Seconds of training; 0 = train for 'steps'. Otherwise 'steps' is only a ceiling."
+        self.settings.steps.value = 5000
+        self.settings.preview_every.value = 50
+        self.settings.threads.value = 0
+        self._device_choice()
+        main = Container(widgets=[self.settings[n] for n in MAIN_SETTINGS])
+        self.advanced = Container(widgets=[w for w in list(self.settings) if w.name not in MAIN_SETTINGS])
+        self.advanced.visible = False
+        self.advanced_toggle = QToolButton(text="Advanced settings")
+        self.advanced_toggle.setCheckable(True)
+        self.advanced_toggle.toggled.connect(lambda on: setattr(self.advanced, "visible", on))
+        self.resume = CheckBox(text="Continue the saved training", value=False, enabled=False)
+        self.resume.tooltip = ("Training saves its state on Stop, on an error, when napari closes and every few minutes; "
+                               "continue it from there with its method and options")
+        self.train_button = PushButton(text="Train [t]", tooltip="Train, or stop a running training (key t)")
+        self.pause_button = PushButton(text="Pause", enabled=False)
+        self.stop_button = PushButton(text="Stop [t]", enabled=False)
+        buttons = Container(widgets=[self.train_button, self.pause_button, self.stop_button], layout="horizontal", labels=False)
+        self.status = Label(value="Choose an image and its labels, then press Train.")
+        self.status.native.setWordWrap(True)
+        self.plot = LivePlot()
+        self.box = group("Training", main, self.advanced_toggle, self.advanced, self.resume, buttons, self.status, self.plot)
+
+    def _device_choice(self) -> None:
+        """The device as a choice of the devices this machine has, not free text."""
+        index = [w.name for w in self.settings].index("device")
+        current = self.settings.device.value
+        choices = available_devices()
+        device = ComboBox(name="device", label="device", choices=choices, value=current if current in choices else "auto")
+        device.tooltip = "auto: the GPU when there is one, else the CPU"
+        del self.settings[index]
+        self.settings.insert(index, device)
+
+    def config(self) -> TrainConfig:
+        return TrainConfig(**form_values(self.settings))
+
+    def set_running(self, running: bool) -> None:
+        self.train_button.enabled = not running
+        self.pause_button.enabled = self.stop_button.enabled = running
+        self.pause_button.text = "Pause"
+
+    def offer_resume(self, image) -> None:
+        """Offer to continue when a saved training of ``image`` exists."""
+        path = saved_run(image) if image is not None else None
+        exists = path is not None and path.exists()
+        self.resume.enabled = exists
+        if not exists:
+            self.resume.value = False
+        self.resume.text = f"Continue the saved training ({path.name})" if exists else "Continue the saved training"
+
+    def on_event(self, event) -> None:
+        """Progress on the status line and the plot."""
+        if isinstance(event, StepEvent):
+            self.plot.add_losses(event.step, event.losses)
+            self.status.value = (f"Step {event.step}/{event.total} · {event.steps_per_second:.1f} steps/s · "
+                                 f"about {event.eta_seconds:.0f} s left")
+        elif isinstance(event, EvalEvent):
+            self.plot.add_dice(event.step, event.mean_dice)
+        elif isinstance(event, PreviewEvent) and event.step == 0:
+            self.status.value = "Showing your annotated slices interpolated to every slice; training starts…"
+        elif isinstance(event, PausedEvent):
+            self.status.value = f"Paused at step {event.step}."
+        elif isinstance(event, FinishedEvent):
+            self.status.value = f"Training {event.reason} after {event.step} steps ({event.seconds:.0f} s)."
