@@ -42,7 +42,7 @@ def test_training_shows_results_for_review(setup, qtbot, tmp_path):
     image, labels = viewer.layers["colin27 T1"], viewer.layers["annotations"]
     assert panel.data.image.value is image and panel.data.labels.value is labels and panel.data.axis.value == 0
     before = labels.data.copy()
-    session = _train(qtbot, panel, steps=10, preview_every=5, finish=True, timeout=90_000)
+    _train(qtbot, panel, steps=10, preview_every=5, finish=True, timeout=90_000)
     assert panel.trainer.step == 10
 
     # result layers on the image's grid, the user's labels untouched
@@ -153,7 +153,7 @@ def test_worker_exception_is_a_notification(setup, qtbot, monkeypatch):
     monkeypatch.setattr(Trainer, "train_step", broken)
     names = [layer.name for layer in viewer.layers]
     data = [layer.data.copy() for layer in viewer.layers]
-    session = _train(qtbot, panel, steps=10, finish=True, timeout=30_000)
+    _train(qtbot, panel, steps=10, finish=True, timeout=30_000)
     assert errors and "out of memory, say" in errors[0]
     assert [layer.name for layer in viewer.layers] == names
     for layer, before in zip(viewer.layers, data):
@@ -222,14 +222,14 @@ def test_an_error_and_closing_save_the_training(setup, qtbot, monkeypatch):
 
     monkeypatch.setattr(MeanTeacher, "unlabelled_loss", fails_at_step_3)
     path = saved_run(viewer.layers["colin27 T1"])
-    session = _train(qtbot, panel, steps=10, finish=True, timeout=60_000)
+    _train(qtbot, panel, steps=10, finish=True, timeout=60_000)
     assert errors == [f"Training failed at step 3: RuntimeError: out of memory, say; the model of step 2 is saved in "
                       f"{path}, training can resume from it. Your layers are unchanged."]
     assert checkpoint.load(path)["step"] == 2 and panel.training.resume.enabled
 
     monkeypatch.setattr(MeanTeacher, "unlabelled_loss", original)
     path.unlink()
-    session = _train(qtbot, panel, steps=5000)
+    _train(qtbot, panel, steps=5000)
     qtbot.waitUntil(lambda: panel.trainer.step >= 1, timeout=60_000)
     panel.shutdown()  # what closing the viewer does
     assert checkpoint.load(path)["step"] == panel.trainer.step >= 1
