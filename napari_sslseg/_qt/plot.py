@@ -13,11 +13,11 @@ _REDRAW_EVERY = 0.5
 
 class LivePlot(FigureCanvasQTAgg):
     def __init__(self, parent=None):
-        fig = Figure(figsize=(3.2, 2.2), tight_layout=True)
+        fig = Figure(figsize=(3.2, 2.6), tight_layout=True)
         fig.patch.set_facecolor("#262930")
         super().__init__(fig)
         self.setParent(parent)
-        self.setMinimumHeight(170)
+        self.setMinimumHeight(200)
         self.ax_loss = fig.add_subplot(111)
         self.ax_dice = self.ax_loss.twinx()
         self._last_draw = 0.0
@@ -56,9 +56,13 @@ class LivePlot(FigureCanvasQTAgg):
             self.ax_dice.set_ylim(0, 1)
         self.ax_loss.set_xlabel("step", color="#d0d0d0", fontsize=7)
         self.ax_loss.set_ylabel("loss", color="#d0d0d0", fontsize=7)
+        self.ax_dice.yaxis.set_label_position("right")  # clear() puts a twin's title back on the left
         self.ax_dice.set_ylabel("Dice", color="#d0d0d0", fontsize=7)
         handles = self.ax_loss.get_legend_handles_labels()
         extra = self.ax_dice.get_legend_handles_labels()
         if handles[0] or extra[0]:
-            self.ax_loss.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=6, loc="upper right")
+            # above the axes, in columns: a legend inside would hide the curves it names
+            self.ax_loss.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=6, loc="lower left", ncol=3,
+                                bbox_to_anchor=(0.0, 1.02, 1.0, 0.1), mode="expand", borderaxespad=0.0, frameon=False,
+                                labelcolor="#d0d0d0")
         self.draw_idle()
