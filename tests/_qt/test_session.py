@@ -1,0 +1,34 @@
+"""The training worker leaves the UI a core and the better priority."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import pytest
+import torch
+
+from napari_sslseg._qt.session import TRAINING_NICENESS, TrainingSession
+from napari_sslseg.config import TrainConfig
+from napari_sslseg.training import Trainer
+
+
+def test_the_training_thread_takes_fewer_threads_and_a_lower_priority(qtbot, tiny_volume):
+    before = torch.get_num_threads()
+    config = TrainConfig(steps=2, patch=32, width=8, batch_labelled=2, batch_unlabelled=2, eval_every=0, preview_every=0)
+    done = []
+    session = TrainingSession(Trainer([tiny_volume], "supervised", config), lambda e: None, done.append,
+                              lambda: done.append("done"))
+    try:
+        session.start()
+        qtbot.waitUntil(lambda: "done" in done, timeout=60_000)
+        assert session.thread["threads"] == max(1, (os.cpu_count() or 1) - 1)
+        assert session.thread["tid"] != threading.get_native_id()
+        if sys.platform.startswith("linux") and session.thread["niceness"] is not None:
+            assert session.thread["niceness"] >= TRAINING_NICENESS
+            assert os.getpriority(os.PRIO_PROCESS, 0) < TRAINING_NICENESS  # the UI's own thread keeps its priority
+        else:
+            pytest.skip("no per-thread priority here (not Linux, or a process already above that niceness)")
+    finally:
+        torch.set_num_threads(before)
