@@ -18,14 +18,17 @@ from ..errors import TrainingError
 from ..events import FinishedEvent, Pause, Resume, StepEvent, Stop
 
 
-#: Niceness of the training thread (Linux, 0..19): the event loop wins the CPU when both want it.
-TRAINING_NICENESS = 10
+#: Niceness of the training thread (Linux, 0..19; 0 = as the viewer). Off: on a loaded 2-core
+#: machine (load 7-9) a niced training thread made the viewer's 10 ms timer later, not earlier
+#: (p99 19-26 ms against 10-11 ms at 0, 20 s runs): it holds the GIL while it waits for a core.
+TRAINING_NICENESS = 0
 
 
 def leave_the_ui_a_core(threads: int) -> dict:
     """In the training thread: at most one CPU thread fewer than the cores (unless the user chose
-    a number) and a lower priority for this thread and the CPU threads it starts. On a busy
-    2-core machine, training at full width kept the viewer's 10 ms timer 200-500 ms late.
+    a number), and with :data:`TRAINING_NICENESS` a lower priority for this thread and the CPU
+    threads it starts. On a busy 2-core machine, training at full width kept the viewer's 10 ms
+    timer 200-500 ms late.
 
     Returns what was set: ``{"threads": N, "tid": id, "niceness": n}`` (niceness None where the
     system has no per-thread priority)."""
@@ -34,7 +37,7 @@ def leave_the_ui_a_core(threads: int) -> dict:
     if threads <= 0:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
     done = {"threads": torch.get_num_threads(), "tid": threading.get_native_id(), "niceness": None}
-    if sys.platform.startswith("linux"):  # a thread is a process to setpriority there; its new threads inherit it
+    if TRAINING_NICENESS > 0 and sys.platform.startswith("linux"):  # a thread is a process to setpriority there
         try:
             os.setpriority(os.PRIO_PROCESS, done["tid"], TRAINING_NICENESS)
             done["niceness"] = os.getpriority(os.PRIO_PROCESS, done["tid"])
