@@ -18,7 +18,7 @@ from .errors import InputError
 from .events import UpdateLabels
 
 #: What "complete" means, by its name in the panel: which slices count as annotated, empty or not.
-COMPLETE_MODES = ("painted slices only", "every slice", "a range of slices", "the slices I visited")
+COMPLETE_MODES = ("painted slices", "every slice", "a range", "slices I visited")
 
 
 def parse_range(text: str, num_slices: int) -> tuple[int, int]:
@@ -101,7 +101,7 @@ class AnnotationSession:
     grid: SliceAxis  # the slice axis and its world coordinates
     background: set[int] = field(default_factory=set)  # marked as holding none of the classes
     complete_mode: str = COMPLETE_MODES[0]  # which slices count as annotated though empty
-    complete_range: tuple[int, int] | None = None  # the range, in "a range of slices" mode
+    complete_range: tuple[int, int] | None = None  # the range, in "a range" mode
     visited: set[int] = field(default_factory=set)  # slices the user looked at
     rejected: set[int] = field(default_factory=set)  # slices whose prediction the user rejected
     prediction: object = None  # inference.Prediction under review
@@ -116,9 +116,9 @@ class AnnotationSession:
         """The slices the current mode declares complete (annotated, empty or not)."""
         if self.complete_mode == "every slice":
             return list(range(self.num_slices))
-        if self.complete_mode == "a range of slices" and self.complete_range is not None:
+        if self.complete_mode == "a range" and self.complete_range is not None:
             return list(range(self.complete_range[0], self.complete_range[1] + 1))
-        if self.complete_mode == "the slices I visited":
+        if self.complete_mode == "slices I visited":
             return sorted(self.visited)
         return []
 

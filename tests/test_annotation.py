@@ -49,11 +49,11 @@ def test_which_slices_count_as_annotated_in_each_mode():
     assert session.annotated(labels) == [3, 6]  # painted only
     assert session.mark_background([8, 11]) == [8]  # 11 lies outside the volume
     assert session.annotated(labels) == [3, 6, 8]
-    session.set_complete("a range of slices", (5, 2))
+    session.set_complete("a range", (5, 2))
     assert session.annotated(labels) == [2, 3, 4, 5, 6, 8]
     for s in (0, 9, 42):
         session.visit(s)
-    session.set_complete("the slices I visited")
+    session.set_complete("slices I visited")
     assert session.annotated(labels) == [0, 3, 6, 8, 9]
     session.set_complete("every slice")
     assert session.annotated(labels) == list(range(10))
@@ -72,7 +72,7 @@ def test_slice_and_world_coordinates():
 def test_the_volume_and_the_update_for_the_trainer_are_copies_with_every_mark():
     labels, session = _labels(), _session()
     session.mark_background([0])
-    session.set_complete("a range of slices", (7, 9))
+    session.set_complete("a range", (7, 9))
     image = np.random.default_rng(0).normal(size=labels.shape).astype(np.float32)
     volume = session.volume(image, labels, (2.5, 1.0, 1.0), "v")
     assert volume.annotated == [0, 3, 6, 7, 8, 9] and volume.axis == 0
@@ -115,7 +115,7 @@ def test_accept_and_reject_with_undo():
 def test_the_pool_honours_complete_labels_and_rejections(tiny_volume):
     # tiny_volume: 12 slices, a disc painted on slices 2, 6, 10
     session = AnnotationSession(12, SliceAxis(0))
-    session.set_complete("a range of slices", (0, 4))
+    session.set_complete("a range", (0, 4))
     session.rejected = {8, 9}
     volume = session.volume(tiny_volume.image, tiny_volume.labels, tiny_volume.spacing)
     pool = SlicePool([volume])

@@ -136,7 +136,7 @@ class DataSection:
 
     def _on_complete(self, *_) -> None:
         session = self.current()
-        ranged = self.complete.value == "a range of slices"
+        ranged = self.complete.value == "a range"
         self.background_range.enabled = session is not None
         if session is None:
             self.shown.value = ""
@@ -164,7 +164,7 @@ class DataSection:
         world = self.viewer.dims.point[self.viewer.dims.ndim - 3 + session.axis]
         before = len(session.visited)
         session.visit(session.grid.index(world))
-        if session.complete_mode == "the slices I visited" and len(session.visited) != before:
+        if session.complete_mode == "slices I visited" and len(session.visited) != before:
             self.show_annotated()
 
     def mark_range_as_background(self, *_) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QGroupBox, QScrollArea, QVBoxLayout, QWidget
 
 
@@ -15,8 +16,8 @@ def group(title: str, *widgets) -> QGroupBox:
     return box
 
 
-def scrolled(parent: QWidget, boxes) -> None:
-    """``boxes`` one under the other in a scroll area filling ``parent``."""
+def scrolled(parent: QWidget, boxes) -> QScrollArea:
+    """``boxes`` one under the other in a scroll area filling ``parent``; returns the scroll area."""
     content = QWidget()
     layout = QVBoxLayout(content)
     for box in boxes:
@@ -24,8 +25,10 @@ def scrolled(parent: QWidget, boxes) -> None:
     layout.addStretch()
     scroll = QScrollArea()
     scroll.setWidgetResizable(True)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # the sections wrap to the dock's width
     scroll.setWidget(content)
     outer = QVBoxLayout(parent)
     outer.setContentsMargins(0, 0, 0, 0)
     outer.addWidget(scroll)
-    parent.setMinimumWidth(340)
+    parent.setMinimumWidth(380)
+    return scroll

@@ -46,7 +46,7 @@ class TrainingPanel(QWidget):
         self.review = ReviewSection(napari_viewer, self.target, self._reviewed)
         self.models = ModelSection(self)
         self.paint = PaintWatcher(self, self._send_labels)
-        scrolled(self, [section.box for section in (self.data, self.method, self.training, self.review, self.models)])
+        self.scroll = scrolled(self, [section.box for section in (self.data, self.method, self.training, self.review, self.models)])
         self._keys = bind_keys(napari_viewer, self, self.review)
         self.data.follow_layers(self.models.predict_on)
         self.data.image.changed.connect(lambda *_: self.training.offer_resume(self.data.image.value))

@@ -114,8 +114,7 @@ def _show_prediction(viewer, prediction, image_layer, threshold: float, suffix: 
             continue
         if kind == "confidence":
             data = np.where(prediction.labels > 0, data, 0).astype(np.float32)
-        # the uncertainty's top percentile is the edges: scaled to it, the rest would be black
-        limits = (0.0, 1.0) if kind != "uncertainty" else (0.0, max(float(np.percentile(data.ravel()[:: max(1, data.size // 10**6)], 99.5)), 1e-6))
+        limits = (0.0, 1.0) if kind != "uncertainty" else uncertainty_limits(data)
         layers[kind] = _set_layer(
             viewer,
             result_name(kind, suffix),
@@ -131,6 +130,13 @@ def _show_prediction(viewer, prediction, image_layer, threshold: float, suffix: 
         if kind == "uncertainty":
             layers[kind].contrast_limits = limits
     return layers
+
+
+def uncertainty_limits(data: np.ndarray) -> tuple[float, float]:
+    """Contrast limits of the uncertainty: black below its 90th percentile (most voxels, far from any
+    structure: they would tint the whole image), full colour from its 99.5th (the structures' edges)."""
+    low, high = np.percentile(data.ravel()[:: max(1, data.size // 10**6)], (90, 99.5))
+    return float(low), float(max(high, low + 1e-6))
 
 
 def slice_index(axis: int, slices, shape) -> tuple[np.ndarray, ...]:

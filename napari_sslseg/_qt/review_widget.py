@@ -49,8 +49,10 @@ class ReviewSection:
         self.viewer, self._target, self._changed = viewer, target, changed
         self.threshold = FloatSlider(label="pseudo-label confidence ≥", min=0.5, max=1.0, step=0.01, value=0.9)
         self.legend = Label(value="")
+        self.legend.native.setWordWrap(True)
         self.suggestions = QListWidget()
-        self.suggestions.setMaximumHeight(120)
+        self.suggestions.setWordWrap(True)  # the reasons in full
+        self.suggestions.setMaximumHeight(150)
         self.next_button = PushButton(text="Next suggestion [n]")
         self.around = SpinBox(label="slices either side", min=0, max=50, value=0)
         self.accept_button = PushButton(text="Accept slice [a]", tooltip="Copy the prediction into your labels (Ctrl+Z undoes)")

@@ -45,8 +45,9 @@ class TrainingSection:
         self.advanced_toggle.setCheckable(True)
         self.advanced_toggle.toggled.connect(lambda on: setattr(self.advanced, "visible", on))
         self.resume = CheckBox(text="Continue the saved training", value=False, enabled=False)
-        self.resume.tooltip = ("Training saves its state on Stop, on an error, when napari closes and every few minutes; "
-                               "continue it from there with its method and options")
+        self._resume_help = ("Training saves its state on Stop, on an error, when napari closes and every few minutes; "
+                             "continue it from there with its method and options")
+        self.resume.tooltip = self._resume_help
         self.train_button = PushButton(text="Train [t]", tooltip="Train, or stop a running training (key t)")
         self.pause_button = PushButton(text="Pause", enabled=False)
         self.stop_button = PushButton(text="Stop [t]", enabled=False)
@@ -81,7 +82,8 @@ class TrainingSection:
         self.resume.enabled = exists
         if not exists:
             self.resume.value = False
-        self.resume.text = f"Continue the saved training ({path.name})" if exists else "Continue the saved training"
+        # the file in the tooltip: its name in the text would widen the panel beyond the dock
+        self.resume.tooltip = self._resume_help + (f"\nSaved in {path}" if exists else "")
 
     def on_event(self, event) -> None:
         """Progress on the status line and the plot."""

@@ -19,3 +19,15 @@ def test_legend_leaves_the_curves_visible_and_dice_has_its_own_axis(qtbot):
     assert [t.get_text() for t in legend.get_texts()] == ["supervised", "consistency", "prior", "total", "Dice (annotated)"]
     assert not legend.get_window_extent(renderer).overlaps(plot.ax_loss.get_window_extent(renderer))
     assert plot.ax_dice.yaxis.get_label_position() == "right" and plot.ax_dice.get_ylabel() == "Dice"
+
+
+def test_uncertainty_is_black_where_it_is_low_and_bright_at_the_edges():
+    import numpy as np
+
+    from napari_sslseg._qt.results import uncertainty_limits
+
+    rng = np.random.default_rng(0)
+    data = rng.uniform(0, 0.01, (20, 50, 50)).astype(np.float32)  # the noise floor, far from any structure
+    data[:, 20:22, :] = 0.5  # an edge
+    low, high = uncertainty_limits(data)
+    assert np.mean(data < low) >= 0.89 and low < 0.5 <= high

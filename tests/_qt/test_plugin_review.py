@@ -29,18 +29,18 @@ def test_complete_labels_count_empty_slices_as_annotated(setup, qtbot):
     data.complete.value = "every slice"
     assert _annotated(panel) == list(range(n)) and data.shown.value == f"Annotated ({n} of {n}): 0–{n - 1}"
 
-    data.complete.value = "a range of slices"
+    data.complete.value = "a range"
     data.first.value, data.last.value = 20, 30
     assert _annotated(panel) == [*range(20, 31), *PAINTED]
     assert data.shown.value == f"Annotated (15 of {n}): 20–30, 50, 64, 77, 91"
 
-    data.complete.value = "the slices I visited"
+    data.complete.value = "slices I visited"
     panel.review.go_to_slice(3)
     panel.review.go_to_slice(90)
     assert {3, 90} <= set(_annotated(panel))
 
     # a bulk background mark belongs to these layers, whatever the mode
-    data.complete.value = "painted slices only"
+    data.complete.value = "painted slices"
     data.first.value, data.last.value = 100, 104
     data.background_range.native.click()
     assert _annotated(panel) == [*PAINTED, 100, 101, 102, 103, 104]
