@@ -233,6 +233,13 @@ class Volume:
         """Normalised float32 slice."""
         return self.stats.apply(np.take(self.image, index, axis=self.axis))
 
+    def image_stack(self, index: int, context: int = 0) -> np.ndarray:
+        """(1 + 2 ``context``, H, W) normalised float32: the slice, then its neighbours nearest first
+        (below, above; repeated at the volume's ends), for a network that sees 2.5D."""
+        order = [index] + [index + d * sign for d in range(1, context + 1) for sign in (-1, 1)]
+        last = self.num_slices - 1
+        return np.stack([self.image_slice(min(max(i, 0), last)) for i in order])
+
     def label_slice(self, index: int) -> np.ndarray:
         return np.take(self.labels, index, axis=self.axis).astype(np.int64)
 
@@ -299,9 +306,10 @@ class SlicePool:
                 hi = max(hi, int(np.take(v.labels, idx, axis=v.axis).max()))
         return hi + 1
 
-    def image(self, item: tuple[int, int]) -> torch.Tensor:
+    def image(self, item: tuple[int, int], context: int = 0) -> torch.Tensor:
+        """(1 + 2 ``context``, H, W) at the training grid: the slice and its neighbours (``Volume.image_stack``)."""
         v = self.volumes[item[0]]
-        x = torch.from_numpy(v.image_slice(item[1]))[None]
+        x = torch.from_numpy(v.image_stack(item[1], context))
         return resample_slice(x, target_size(v, self.target_spacing))
 
     def label(self, item: tuple[int, int]) -> torch.Tensor:

@@ -37,7 +37,8 @@ class SegmentationModel:
     target_spacing: tuple[float, float] | None = None  # in-plane mm the network was trained at
     axis: int | None = None  # slice axis used in training; None = the volume's own default
     method: "Method | None" = None  # the method trained with: its extra networks draw its maps (``Method.maps``); the student predicts
-    prior_input: bool = False  # the network takes the prior's foreground probabilities after the image channel
+    prior_input: bool = False  # the network takes the prior's foreground probabilities after the image channels
+    context: int = 0  # neighbouring slices on each side among the image channels (2.5D)
     label_values: list[int] | None = None  # the user's label value of each class, where it is not the class (a 0/255 mask); predictions use them
 
     def to(self, device: torch.device) -> "SegmentationModel":
@@ -224,7 +225,7 @@ def predict_volume(
     try:
         for start in range(0, len(wanted), batch_size):
             idx = wanted[start : start + batch_size]
-            x = torch.stack([resample_slice(torch.from_numpy(volume.image_slice(i))[None], size) for i in idx])
+            x = torch.stack([resample_slice(torch.from_numpy(volume.image_stack(i, model.context)), size) for i in idx])
             q = torch.from_numpy(np.stack([prior.slice_probabilities(i) for i in idx])) if prior is not None else None
             if model.prior_input:
                 x = torch.cat([x, _prior_channels(q, len(idx), size, C)], dim=1)

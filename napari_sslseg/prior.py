@@ -18,6 +18,11 @@ and 0.608). A class in many pieces (a cortex) is blended whole rather than piece
 
 The result is per-voxel class probabilities (a sigmoid of the blended distance, softer the
 farther the slice is from an annotation) and a confidence that falls with that distance.
+(The registration's residual, the carried annotated image against the slice's own, was tried as
+a second discount: on the whole Colin27 head, 4 annotated slices, the confidence's AUROC for
+telling right from wrong voxels near the structures fell from 0.676 to 0.650 (residual scale
+0.15; 0.675 at 1.0); the residual alone scored 0.558: the prior's errors lie on the edges, where
+the images match.)
 Slices are computed on demand (:meth:`Prior.slice_probabilities`), so a prior costs the
 distance maps of the annotated slices, not a volume of probabilities; :meth:`Prior.volume`
 builds the whole thing for the viewer or the command line.
