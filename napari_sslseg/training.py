@@ -294,7 +294,8 @@ class Trainer:
             if self._use_prior:
                 self._left_out.clear()
                 if vol.annotated:
-                    self.priors[cmd.volume_index] = vol.prior(self.num_classes, self.class_names)
+                    self.priors[cmd.volume_index] = vol.prior(self.num_classes, self.class_names,
+                                                              previous=self.priors.get(cmd.volume_index))
                 else:
                     self.priors.pop(cmd.volume_index, None)
         except InputError as exc:

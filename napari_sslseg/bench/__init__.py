@@ -72,6 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--guidance", action="store_true", help="run the annotation-guidance simulation (off by default)")
     g.add_argument("--no-guidance", action="store_true", help="skip the annotation-guidance simulation (the default)")
     parser.add_argument("--no-speed", action="store_true", help="skip speed, memory and viewer latency")
+    parser.add_argument("--no-ceiling", action="store_true",
+                        help=f"skip the full-supervision ceiling (supervised on every slice, {d.ceiling_steps} steps)")
 
 
 def config_from_args(args) -> BenchConfig:
@@ -105,6 +107,7 @@ def config_from_args(args) -> BenchConfig:
     cfg.workers = max(1, args.workers)
     cfg.guidance = (cfg.guidance or args.guidance) and not args.no_guidance
     cfg.speed = cfg.speed and not args.no_speed
+    cfg.ceiling = cfg.ceiling and not args.no_ceiling
     return cfg
 
 
