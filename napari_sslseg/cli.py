@@ -207,7 +207,11 @@ def _show(event, bar, trainer, timed: bool) -> None:
 def cmd_predict(args) -> int:
     from dataclasses import asdict
 
+    from .cohort import is_cohort
     from .config import PredictConfig, validate
+
+    if is_cohort(args.image):
+        return cmd_predict_study(args)
     from .data import Volume
     from .inference import predict_annotated_volume
     from .io import check_writable, read_volume, write_volumes
@@ -240,6 +244,49 @@ def cmd_predict(args) -> int:
     print(f"slices to annotate next (axis {axis}): {', '.join(map(str, pred.suggestions[:5]))}")
     print(f"written: {out / 'labels.nii.gz'}, {out / 'confidence.nii.gz'}, {out / 'uncertainty.nii.gz'} ({pred.uncertainty_kind})")
     return 0
+
+
+def cmd_predict_study(args) -> int:
+    """``predict MODEL FOLDER_OR_MANIFEST``: every scan into its own subfolder of --out."""
+    import os
+
+    from tqdm import tqdm
+
+    from .cohort import scans_of
+    from .config import PredictConfig, validate
+    from .errors import InputError
+    from .io import check_writable
+    from .study import SUMMARY, StudySettings, predict_study
+
+    settings = validate(PredictConfig(args.mc_passes, args.batch, args.mc_scope, args.keep_fraction))
+    if args.labels or args.slices or args.axis is not None:
+        raise InputError("--labels, --slices and --axis name one scan's; for a study, give them per scan in a manifest "
+                         "(columns image,labels,slices,axis) or pair NAME_label files with NAME_image files in the folder.")
+    if args.workers < 1:
+        raise InputError(f"--workers takes 1 or more; got {args.workers}.")
+    window = _parse_window(args.window)
+    out = check_writable(args.out)
+    scans = scans_of(args.image)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))  # under torchrun: a share each
+    from .devices import pick_device
+
+    device = str(pick_device(args.device))
+    if device.startswith("cuda") and world > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    study = StudySettings(settings, device, window, args.channel, args.threads)
+    counts: dict[str, int] = {}
+    mine = len(scans[rank::world])
+    with tqdm(total=mine, unit="scan", dynamic_ncols=True, disable=args.quiet) as bar:
+        for result in predict_study(args.model, scans, out, study, args.workers, rank, world):
+            counts[result.status] = counts.get(result.status, 0) + 1
+            if result.status == "failed":
+                bar.write(f"{result.name}: failed: {result.reason}")
+            bar.update(1)
+            bar.set_postfix(counts, refresh=False)
+    summary = out / (SUMMARY if world == 1 else f"summary.rank{rank}.csv")
+    print(f"{mine} scans: {counts.get('predicted', 0)} predicted, {counts.get('done before', 0)} done before, "
+          f"{counts.get('failed', 0)} failed; summary in {summary}")
+    return 1 if counts.get("failed") else 0
 
 
 def cmd_propagate(args) -> int:
@@ -314,10 +361,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--channel", type=int)
     g.set_defaults(func=cmd_propagate)
 
-    r = sub.add_parser("predict", help="predict labels, confidence and uncertainty for a volume")
+    r = sub.add_parser("predict", help="predict labels, confidence and uncertainty for a volume or a whole study")
     r.add_argument("model", help="a train output folder or its model.pt")
-    r.add_argument("image", help="volume: NIfTI, NRRD, MHA/MHD file or DICOM folder")
-    r.add_argument("--out", required=True, help="output folder: labels/confidence/uncertainty.nii.gz")
+    r.add_argument("image", help="volume: NIfTI, NRRD, MHA/MHD file or DICOM folder; or a study: a folder of "
+                                 "volume files (NAME_label files paired with NAME_image ones) or a manifest .csv")
+    r.add_argument("--out", required=True, help="output folder: labels/confidence/uncertainty.nii.gz; for a study, "
+                                                "one subfolder per scan and summary.csv (scans already done are skipped)")
+    r.add_argument("--workers", type=int, default=1, help="study: scans predicted at once, each in its own process (default: 1)")
+    r.add_argument("--threads", type=int, default=0, help="study: torch CPU threads per worker (default: cores / workers)")
+    r.add_argument("-q", "--quiet", action="store_true", help="study: no progress bar")
     r.add_argument("--mc-passes", type=int, default=8, help="MC-dropout passes for the uncertainty (default: 8)")
     r.add_argument("--mc-scope", choices=("last", "all"), default="last",
                    help="which dropout the passes sample: the last block's (one forward pass in all; default) "
