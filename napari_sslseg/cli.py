@@ -90,6 +90,7 @@ def cmd_train(args) -> int:
     from tqdm import tqdm
 
     from . import atomic, checkpoint
+    from .cohort import is_cohort
     from .config import TrainConfig, validate
     from .data import Volume
     from .errors import InputError
@@ -116,18 +117,24 @@ def cmd_train(args) -> int:
         method_config(args.method or "mean_teacher", options)
     window = _parse_window(args.window)
     out = check_writable(args.out)
-    image, labels, geom = _read_pair(args.image, args.labels, args.channel)
-    volumes = [Volume(image, geom.spacing_zyx, labels, _parse_slices(args.slices), args.axis, Path(args.image).name, window)]
+    if is_cohort(args.image):
+        volumes = _cohort_volumes(args, out, window)
+    else:
+        if args.labels is None:
+            raise InputError(f"{args.image} is one volume: give its labels too (train IMAGE LABELS), or a folder "
+                             "or manifest .csv of several scans.")
+        image, labels, geom = _read_pair(args.image, args.labels, args.channel)
+        volumes = [Volume(image, geom.spacing_zyx, labels, _parse_slices(args.slices), args.axis, Path(args.image).name, window)]
     for path in args.unlabelled or []:
         arr, g = read_volume(path, args.channel)
         axis = args.axis if args.axis is not None else volumes[0].axis
         volumes.append(Volume(arr, g.spacing_zyx, None, None, axis, Path(path).name, window))
-    v0 = volumes[0]
-    if not v0.annotated:
+    if not any(v.annotated for v in volumes):
         raise InputError(
-            f"No annotated slice in {args.labels} along axis {v0.axis}: paint at least one slice "
+            f"No annotated slice in {args.labels or args.image} along axis {volumes[0].axis}: paint at least one slice "
             "(any non-zero class), or name the annotated slices with --slices."
         )
+    v0 = next(v for v in volumes if v.annotated)
     names = args.class_names.split(",") if args.class_names else None
     from .training import Trainer
 
@@ -158,6 +165,20 @@ def cmd_train(args) -> int:
         return 128 + int(getattr(signal, received[0]))
     print(f"model written to {path}")
     return 0
+
+
+def _cohort_volumes(args, out: Path, window) -> list:
+    """The scans of a manifest or folder, memory-mapped from ``--cache`` (default: OUT/volumes.cache)."""
+    from .cohort import load_volumes, scans_of
+    from .errors import InputError
+
+    if args.labels is not None or args.slices:
+        raise InputError("A folder or manifest names each scan's labels (NAME_label files, or the manifest's labels "
+                         "and slices columns); give no LABELS or --slices with it.")
+    scans = scans_of(args.image)
+    cache = Path(args.cache) if args.cache else out / "volumes.cache"
+    print(f"Reading {len(scans)} scans (uncompressed copies in {cache}, reused by later runs) ...", flush=True)
+    return load_volumes(scans, cache, args.channel, window, args.axis)
 
 
 @contextlib.contextmanager
@@ -320,9 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("-v", "--verbose", action="store_true", help="also list each method's options")
     m.set_defaults(func=cmd_methods)
 
-    t = sub.add_parser("train", help="train on an image and its partly annotated labels")
-    t.add_argument("image", help="volume: NIfTI, NRRD, MHA/MHD file or DICOM folder")
-    t.add_argument("labels", help="label volume on the image's grid; slices holding any label count as annotated")
+    t = sub.add_parser("train", help="train on an image and its partly annotated labels, or on a cohort of scans")
+    t.add_argument("image", help="volume: NIfTI, NRRD, MHA/MHD file or DICOM folder; or a cohort: a folder pairing "
+                                 "NAME_image and NAME_label files, or a manifest .csv (image,labels,slices,axis)")
+    t.add_argument("labels", nargs="?", help="label volume on the image's grid; slices holding any label count as "
+                                              "annotated (not with a cohort, which names its own)")
+    t.add_argument("--cache", metavar="DIR", help="cohort: folder of the scans' uncompressed copies, memory-mapped in "
+                                                   "training (default: OUT/volumes.cache)")
     t.add_argument("--out", required=True, help="output folder (model.pt, config.json)")
     t.add_argument("--method", help="see 'napari-sslseg methods' (default: mean_teacher; with --resume, the model's)")
     t.add_argument("--steps", type=int, help="training steps (default: 2000; with --time, no limit but the time)")

@@ -140,3 +140,104 @@ def scans_of(source: str | os.PathLike) -> list[Scan]:
     if not p.is_dir():
         raise InputError(f"{p} is neither a manifest (.csv) nor a folder of scans.")
     return pair_folder(p)
+
+
+# ----- training on a cohort: volumes memory-mapped from an uncompressed cache -----
+
+#: Format of the cache entries; a change makes old entries be written again.
+_CACHE_VERSION = 1
+
+
+def _cache_key(scan: Scan, channel: int | None) -> str:
+    """A name for ``scan``'s cache entry that changes when its files do."""
+    import hashlib
+
+    parts = [str(_CACHE_VERSION), str(channel)]
+    for p in (scan.image, scan.labels):
+        if p is None:
+            parts.append("-")
+            continue
+        st = Path(p).stat()
+        parts += [str(Path(p).resolve()), str(st.st_size), str(st.st_mtime_ns)]
+    digest = hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
+    return f"{scan.name}-{digest}"
+
+
+def _write_entry(scan: Scan, entry: Path, channel: int | None) -> None:
+    """Read ``scan`` once, check it, and store its arrays uncompressed (``.npy``) with its spacing."""
+    import json
+    import shutil
+    import tempfile
+
+    import numpy as np
+
+    from .data import check_labels
+    from .io import read_volume
+
+    image, geom = read_volume(scan.image, channel)
+    labels = None
+    if scan.labels is not None:
+        labels, lgeom = read_volume(scan.labels)
+        differences = lgeom.differences(geom)
+        if differences:
+            raise InputError(f"{scan.labels}: the labels are not on the image's grid ({'; '.join(differences)}, "
+                             "labels vs image); resample them onto the image first.")
+        labels = check_labels(labels, image.shape)  # integer classes: what is mapped is used as it is
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".tmp", dir=entry.parent))
+    try:
+        np.save(tmp / "image.npy", image)
+        if labels is not None:
+            np.save(tmp / "labels.npy", labels)
+        (tmp / "volume.json").write_text(json.dumps({"spacing_zyx": list(geom.spacing_zyx), "image": str(scan.image)}))
+        try:
+            os.replace(tmp, entry)
+        except OSError:  # another process (a torchrun rank) wrote the same entry first
+            if not (entry / "volume.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_volumes(scans: list[Scan], cache: str | os.PathLike, channel: int | None = None,
+                 window: tuple[float, float] | None = None, axis: int | None = None, progress=None) -> list:
+    """The scans as :class:`~napari_sslseg.data.Volume` s whose arrays are memory-mapped.
+
+    Each scan is read once (compressed NIfTI, DICOM ...) and stored uncompressed in ``cache``; its
+    arrays are then mapped from there, so a slice is read from disk when a batch needs it and the
+    operating system keeps in memory what is used often: a cohort of hundreds of scans trains in
+    the memory of a few. Entries are reused while the scan's files are unchanged (a resumed run,
+    other torchrun ranks on the same machine).
+
+    Args:
+        scans: the cohort (:func:`scans_of`).
+        cache: folder of the uncompressed copies.
+        channel: the channel of multichannel images.
+        window: a fixed intensity window (CT), else percentiles per scan.
+        axis: the slice axis where a scan names none.
+        progress: called with (done, total) after each scan.
+    """
+    import json
+
+    import numpy as np
+
+    from .data import Volume
+
+    cache = Path(cache)
+    volumes = []
+    for i, scan in enumerate(scans):
+        entry = cache / _cache_key(scan, channel)
+        if not (entry / "volume.json").exists():
+            _write_entry(scan, entry, channel)
+        meta = json.loads((entry / "volume.json").read_text())
+        image = np.load(entry / "image.npy", mmap_mode="r")
+        labels = np.load(entry / "labels.npy", mmap_mode="r") if (entry / "labels.npy").exists() else None
+        ax = scan.axis if scan.axis is not None else axis
+        try:
+            volumes.append(Volume(image, tuple(meta["spacing_zyx"]), labels, list(scan.slices) if scan.slices else None,
+                                  ax, scan.image.name, window))
+        except InputError as exc:
+            raise InputError(f"{scan.image}: {exc}") from None
+        if progress is not None:
+            progress(i + 1, len(scans))
+    return volumes
