@@ -87,6 +87,25 @@ def cmd_methods(args) -> int:
 
 
 def cmd_train(args) -> int:
+    """Train; under torchrun (WORLD_SIZE > 1), one rank of a data-parallel run, rank 0 alone printing."""
+    import os
+
+    from . import distributed
+
+    if distributed.world_size() <= 1:
+        return _train(args)
+    args.device = distributed.setup(args.device)
+    try:
+        if distributed.rank() == 0:
+            return _train(args, distributed.DistributedTrainer)
+        args.quiet = True
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            return _train(args, distributed.DistributedTrainer)
+    finally:
+        distributed.teardown()
+
+
+def _train(args, trainer_class=None) -> int:
     from tqdm import tqdm
 
     from . import atomic, checkpoint
@@ -138,7 +157,7 @@ def cmd_train(args) -> int:
     names = args.class_names.split(",") if args.class_names else None
     from .training import Trainer
 
-    trainer = Trainer(volumes, args.method, config, options, names, resume=resume, checkpoint=out / checkpoint.FILENAME)
+    trainer = (trainer_class or Trainer)(volumes, args.method, config, options, names, resume=resume, checkpoint=out / checkpoint.FILENAME)
     print(
         (f"Resuming '{trainer.method_name}' at step {trainer.step}" if resume else f"Training '{trainer.method_name}'")
         + f" on {len(trainer.pool.labelled)} annotated slices "
@@ -156,9 +175,10 @@ def cmd_train(args) -> int:
     if trainer.step == 0:
         print("napari-sslseg: stopped before the first step; no model written", file=sys.stderr)
         return 130 if received else 1
-    settings = json.dumps({k: v for k, v in trainer.state().items() if k not in ("model", "method_state", "optimizer")}, indent=2)
-    atomic.replace([(out / "config.json", lambda tmp: tmp.write_text(settings), lambda tmp: json.loads(tmp.read_text()))])
     path = trainer.checkpoint_path
+    if path is not None:  # None on the ranks of a distributed run but rank 0
+        settings = json.dumps({k: v for k, v in trainer.state().items() if k not in ("model", "method_state", "optimizer")}, indent=2)
+        atomic.replace([(out / "config.json", lambda tmp: tmp.write_text(settings), lambda tmp: json.loads(tmp.read_text()))])
     if received:
         print(f"napari-sslseg: {received[0]} at step {trainer.step} of {config.steps}: the model is saved in {path}; "
               "continue with the same command and --resume", file=sys.stderr)
