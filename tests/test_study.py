@@ -115,3 +115,16 @@ def test_cohort_listing_refusals(tmp_path):
     bad.write_text("image,axis\nx.nii.gz,3\n")
     with pytest.raises(InputError, match="axis takes 0, 1 or 2"):
         read_manifest(bad)
+
+
+def test_ranks_share_the_scans_out(tmp_path, tiny_model):
+    """Under torchrun each rank predicts every WORLD_SIZE-th scan and writes its own summary."""
+    from napari_sslseg.config import PredictConfig
+    from napari_sslseg.study import StudySettings, predict_study
+
+    _crops(tmp_path / "study", 3)
+    scans = scans_of(tmp_path / "study")
+    settings = StudySettings(PredictConfig(mc_passes=0))
+    results = list(predict_study(tiny_model, scans, tmp_path / "pred", settings, rank=1, world_size=2))
+    assert [(r.name, r.status) for r in results] == [("s1", "predicted")]
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["s1", "summary.rank1.csv"]
