@@ -235,7 +235,7 @@ def load_volumes(scans: list[Scan], cache: str | os.PathLike, channel: int | Non
         ax = scan.axis if scan.axis is not None else axis
         try:
             volumes.append(Volume(image, tuple(meta["spacing_zyx"]), labels, list(scan.slices) if scan.slices else None,
-                                  ax, scan.image.name, window))
+                                  ax, scan.name, window))
         except InputError as exc:
             raise InputError(f"{scan.image}: {exc}") from None
         if progress is not None:

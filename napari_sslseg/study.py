@@ -101,8 +101,6 @@ def predict_scan(model_path: str, scan: Scan, folder: Path, settings: StudySetti
     """Predict one scan into ``folder``; any failure is returned, not raised."""
     t0 = time.perf_counter()
     try:
-        import numpy as np  # noqa: F401 - imported here: the worker processes start bare
-
         from .data import Volume
         from .inference import predict_annotated_volume
         from .io import read_volume, write_volumes
@@ -163,6 +161,7 @@ def predict_study(
     settings = settings or StudySettings(PredictConfig())
     out = Path(out)
     identity = model_identity(model_path)
+    _model(str(model_path), settings.device)  # a file that is no model is refused here, not once a scan
     mine = list(scans)[rank::world_size]
     results: list[ScanResult] = []
     todo = []

@@ -128,3 +128,11 @@ def test_ranks_share_the_scans_out(tmp_path, tiny_model):
     results = list(predict_study(tiny_model, scans, tmp_path / "pred", settings, rank=1, world_size=2))
     assert [(r.name, r.status) for r in results] == [("s1", "predicted")]
     assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["s1", "summary.rank1.csv"]
+
+
+def test_a_file_that_is_no_model_is_refused_before_any_scan(tmp_path, capsys):
+    _crops(tmp_path / "study", 1)
+    (tmp_path / "model.pt").write_bytes(b"not a model")
+    assert main(["predict", str(tmp_path / "model.pt"), str(tmp_path / "study"), "--out", str(tmp_path / "pred")]) == 2
+    assert "napari-sslseg: error:" in capsys.readouterr().err
+    assert not (tmp_path / "pred").exists()
