@@ -195,10 +195,17 @@ def _cohort_volumes(args, out: Path, window) -> list:
     if args.labels is not None or args.slices:
         raise InputError("A folder or manifest names each scan's labels (NAME_label files, or the manifest's labels "
                          "and slices columns); give no LABELS or --slices with it.")
+    from . import distributed
+
     scans = scans_of(args.image)
     cache = Path(args.cache) if args.cache else out / "volumes.cache"
     print(f"Reading {len(scans)} scans (uncompressed copies in {cache}, reused by later runs) ...", flush=True)
-    return load_volumes(scans, cache, args.channel, window, args.axis)
+    # under torchrun rank 0 fills the cache and the other ranks on its machine map its copies
+    # (on another machine a rank writes its own: entries are written whole, then renamed)
+    distributed.after_rank_0()
+    volumes = load_volumes(scans, cache, args.channel, window, args.axis)
+    distributed.before_other_ranks()
+    return volumes
 
 
 @contextlib.contextmanager

@@ -55,6 +55,18 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
+def after_rank_0() -> None:
+    """With :func:`before_other_ranks`: what lies between the two runs on rank 0 first, then on the
+    others (rank 0 fills a cache the others then read); nothing without a process group."""
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        dist.barrier()
+
+
+def before_other_ranks() -> None:
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() == 0:
+        dist.barrier()
+
+
 def _all_reduce_mean(tensors: list[torch.Tensor | None], like: list[torch.Tensor]) -> list[torch.Tensor | None]:
     """The mean over ranks of each tensor (None: this rank has none; counted as zeros); None where no
     rank had one, so that an optimiser still skips a parameter no rank computed a gradient for."""

@@ -88,10 +88,19 @@ def test_two_gloo_processes_train_one_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_trains_and_a_resume_takes_any_number_of_ranks(tmp_path):
+def test_torchrun_trains_on_a_cohort_and_a_resume_takes_any_number_of_ranks(tmp_path):
+    """2 ranks on a folder of 2 scans (rank 0 fills the volume cache, rank 1 maps it), then 1 process resumes."""
+    import SimpleITK as sitk
+
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    image, labels = sitk.ReadImage(str(BRAIN1_IMAGE)), sitk.ReadImage(str(BRAIN1_LABEL))
+    for i, z in enumerate((4, 8)):
+        sitk.WriteImage(image[:, :, z : z + 14], str(cohort / f"s{i}_image.nii.gz"))
+        sitk.WriteImage(labels[:, :, z : z + 14], str(cohort / f"s{i}_label.nii.gz"))
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    train = [str(BRAIN1_IMAGE), str(BRAIN1_LABEL), "--out", str(run), "--method", "mean_teacher",
+    train = [str(cohort), "--out", str(run), "--method", "mean_teacher",
              "--eval-every", "0", "--batch", "2", "--device", "cpu", "-q"]
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                           "--master_port", str(_free_port()), "-m", "napari_sslseg", "train", *train, "--steps", "2"],
@@ -99,6 +108,7 @@ def test_torchrun_trains_and_a_resume_takes_any_number_of_ranks(tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("model written to") == 1  # rank 0 alone writes and prints
     assert (run / "model.pt").exists() and (run / "config.json").exists()
+    assert len(list((run / "volumes.cache").iterdir())) == 2  # one entry a scan, shared by the ranks
     one = subprocess.run([sys.executable, "-m", "napari_sslseg", "train", *train, "--steps", "3", "--resume"],
                          env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
