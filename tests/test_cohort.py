@@ -101,3 +101,21 @@ def test_the_pool_maps_volumes_instead_of_holding_them(tmp_path):
     # reloaded from the cache: nothing read again, the same arrays
     again, _, _ = _traced(scans, tmp_path / "cache")
     assert np.array_equal(again[2].image, volumes[2].image) and again[2].image.filename == volumes[2].image.filename
+
+
+def test_label_values_of_a_cohort_become_classes_on_disk(tmp_path):
+    """0/255 masks: the classes the trainer works on are mapped from the cache too, not copied into memory."""
+    from napari_sslseg.config import TrainConfig
+    from napari_sslseg.training import Trainer
+
+    scans = _scans(tmp_path / "scans", 2)
+    lab = sitk.ReadImage(str(scans[0].labels))
+    sitk.WriteImage(sitk.Cast(lab, sitk.sitkUInt8) * 255, str(scans[0].labels))
+    volumes = load_volumes(scans, tmp_path / "cache")
+    trainer = Trainer(volumes, "supervised", TrainConfig(steps=1, prior_input=False, prior_weight=0, device="cpu",
+                                                         eval_every=0, checkpoint_seconds=0))
+    assert trainer.label_values == [0, 255]
+    classes = trainer.pool.volumes[0].labels
+    assert isinstance(classes, np.memmap) and set(np.unique(classes)) == {0, 1}
+    raw = np.load(next((tmp_path / "cache").glob("c0-*")) / "labels.npy")
+    assert raw.max() == 255 and np.array_equal(classes == 1, raw == 255)
