@@ -62,7 +62,26 @@ def to_classes(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
     for c, v in enumerate(values):
         if v < len(lut):
             lut[v] = c
+    if isinstance(labels, np.memmap) and labels.filename:  # a cohort's labels stay on disk (cohort.load_volumes)
+        return _mapped_classes(labels, lut, values)
     return lut[labels]
+
+
+def _mapped_classes(labels: np.memmap, lut: np.ndarray, values: Sequence[int]) -> np.ndarray:
+    """``lut[labels]`` written slice by slice beside the mapped ``labels`` and mapped in turn."""
+    import os
+    from pathlib import Path
+
+    path = Path(labels.filename).with_name(f"classes-{'-'.join(map(str, values))}.npy")
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=labels.shape)
+        for i in range(labels.shape[0]):
+            out[i] = lut[labels[i]]
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    return np.load(path, mmap_mode="r")
 
 
 def check_image(image: np.ndarray, name: str = "image") -> None:

@@ -463,6 +463,7 @@ class Trainer:
             total = sup + sum(w * v for v, w in terms.values() if w)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
+        self._after_backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         extra = method.after_step(ctx)  # EMA / discriminator steps also when no slice is unannotated
@@ -470,6 +471,10 @@ class Trainer:
         losses["total"] = float(total.detach())
         self.step += 1
         return losses, {k: float(w) for k, (_, w) in terms.items()}
+
+    def _after_backward(self) -> None:
+        """Between the backward pass and the optimiser step: where data-parallel training
+        (:class:`napari_sslseg.distributed.DistributedTrainer`) averages the gradients."""
 
     # ----- evaluation and previews -----
     def segmentation_model(self) -> SegmentationModel:

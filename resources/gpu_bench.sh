@@ -34,3 +34,49 @@ print(f"inference, {inf.mc_passes} MC passes, {'x'.join(map(str, inf.shape))}: {
 if cuda:
     print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
 PY
+
+# Data-parallel scaling: the same training under torchrun with 1 and N processes (one GPU each, NCCL;
+# on CPU, gloo), on the colin27 crop of tests/data with 4 annotated slices. Each rank trains on its
+# own batch, so N processes see N times the slices a step: slices/s is what scales.
+# NPROC (default: every GPU, or 2 on CPU) and DIST_STEPS (default 200; dry run 4) change it.
+DIST_DIR="$(mktemp -d)"
+trap 'rm -rf "$DIST_DIR"' EXIT
+python - "$DIST_DIR" <<'PY'
+import sys
+from pathlib import Path
+import numpy as np
+from napari_sslseg.io import read_volume, write_volume
+data = Path("tests/data")
+labels, geom = read_volume(data / "colin27_crop_labels.nii.gz")
+sparse = np.zeros_like(labels)
+sparse[[14, 26, 38, 50]] = labels[[14, 26, 38, 50]]
+write_volume(sparse, geom, Path(sys.argv[1]) / "labels.nii.gz")
+PY
+if python -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    DEVICE=cuda; NPROC="${NPROC:-$(python -c 'import torch; print(torch.cuda.device_count())')}"
+else
+    DEVICE=cpu; NPROC="${NPROC:-2}"
+fi
+STEPS="${DIST_STEPS:-$([ "${DRY_RUN:-0}" = 1 ] && echo 4 || echo 200)}"
+BATCH=4
+echo
+echo "| processes ($DEVICE) | steps/s | slices/s | scaling |"
+echo "|---|---|---|---|"
+BASE=""
+for N in 1 $([ "$NPROC" -gt 1 ] && echo "$NPROC"); do
+    OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( $(nproc) / N > 0 ? $(nproc) / N : 1 ))}" \
+    python -m torch.distributed.run --standalone --nproc_per_node "$N" -m napari_sslseg train \
+        tests/data/colin27_crop_t1.nii.gz "$DIST_DIR/labels.nii.gz" --out "$DIST_DIR/run$N" \
+        --steps "$STEPS" --batch "$BATCH" --eval-every 0 --device "$DEVICE" -q > "$DIST_DIR/log$N" 2>&1 \
+        || { echo "torchrun with $N processes failed:"; tail -20 "$DIST_DIR/log$N"; exit 1; }
+    SECONDS_TAKEN="$(sed -n 's/^completed after [0-9]* steps in \([0-9.]*\) s$/\1/p' "$DIST_DIR/log$N")"
+    python - "$N" "$STEPS" "$BATCH" "$SECONDS_TAKEN" "$BASE" <<'PY'
+import sys
+n, steps, batch, seconds = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+base = float(sys.argv[5]) if sys.argv[5] else None
+rate = steps / seconds
+slices = rate * batch * 2 * n  # labelled + unlabelled slices a step, on every rank
+print(f"| {n} | {rate:.2f} | {slices:.1f} | {'1.00' if base is None else f'{slices / base:.2f}'} |")
+PY
+    [ -z "$BASE" ] && BASE="$(python -c "print($STEPS / $SECONDS_TAKEN * $BATCH * 2)")"
+done
