@@ -239,16 +239,18 @@ class Volume:
         done = set(self.annotated)
         return [s for s in range(self.num_slices) if s not in done]
 
-    def prior(self, num_classes: int | None = None, class_names=None, label_values=None, previous=None):
+    def prior(self, num_classes: int | None = None, class_names=None, label_values=None, previous=None,
+              register: bool = True):
         """The propagation prior of the annotated slices (:func:`napari_sslseg.prior.propagate`), carried
         along the structures by registering this image's neighbouring slices; ``label_values``: the
         label value of each class, where the labels hold values, not classes; ``previous``: this
-        volume's prior before the labels changed, whose registrations are reused where they apply."""
+        volume's prior before the labels changed, whose registrations are reused where they apply;
+        ``register``: False = shape interpolation only, no registration (cheap, for cohorts)."""
         from .prior import propagate
 
         labels = self.labels if label_values is None else to_classes(self.labels, label_values)
-        return propagate(labels, self.annotated, self.axis, self.spacing, num_classes, class_names, image=self.image,
-                         previous=previous)
+        return propagate(labels, self.annotated, self.axis, self.spacing, num_classes, class_names,
+                         image=self.image if register else None, previous=previous)
 
     def image_slice(self, index: int) -> np.ndarray:
         """Normalised float32 slice."""

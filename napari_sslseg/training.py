@@ -75,6 +75,8 @@ _PRIOR_DROPOUT = 0.1
 #: whole reach: 0.587-0.690, the thalamus then lost).
 _PRIOR_NEARBY = 0.5
 _NEARBY_REACH = 0.5
+#: Annotated volumes up to which the priors register slices (above: shape interpolation only, see Trainer).
+_REGISTERED_SCANS = 4
 
 
 def input_channels(config: TrainConfig, num_classes: int) -> int:
@@ -214,8 +216,13 @@ class Trainer:
         self.priors: dict[int, Prior] = {}
         self._left_out: dict[tuple[int, int], Prior] = {}  # (volume, annotated slice) -> the others' prior
         self._slices_by_class: list[np.ndarray] | None = None  # per class present: indices into pool.labelled of the slices holding it
+        # a prior registers its image's slices as training samples them (a chain of demons steps per new
+        # slice, kept); in a cohort nearly every sample is a new slice of another scan: 10 s a step on 25
+        # annotated scans, most of it registration, and its displacement fields grow with every slice seen
+        self._register_priors = sum(bool(v.annotated) for v in self.pool.volumes) <= _REGISTERED_SCANS
         if config.prior_weight > 0 or config.prior_input:
-            self.priors = {i: v.prior(num_classes, self.class_names) for i, v in enumerate(self.pool.volumes) if v.annotated}
+            self.priors = {i: v.prior(num_classes, self.class_names, register=self._register_priors)
+                           for i, v in enumerate(self.pool.volumes) if v.annotated}
         self._use_prior = bool(self.priors)  # fixed for the run: the unlabelled crops carry the prior or not
         crop_by = "label" if config.foreground_crops else None
         l_keys = ["image", "label"] + (["prior"] if config.prior_input else [])
@@ -295,7 +302,8 @@ class Trainer:
                 self._left_out.clear()
                 if vol.annotated:
                     self.priors[cmd.volume_index] = vol.prior(self.num_classes, self.class_names,
-                                                              previous=self.priors.get(cmd.volume_index))
+                                                              previous=self.priors.get(cmd.volume_index),
+                                                              register=self._register_priors)
                 else:
                     self.priors.pop(cmd.volume_index, None)
         except InputError as exc:

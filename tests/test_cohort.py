@@ -119,3 +119,25 @@ def test_label_values_of_a_cohort_become_classes_on_disk(tmp_path):
     assert isinstance(classes, np.memmap) and set(np.unique(classes)) == {0, 1}
     raw = np.load(next((tmp_path / "cache").glob("c0-*")) / "labels.npy")
     assert raw.max() == 255 and np.array_equal(classes == 1, raw == 255)
+
+
+def test_a_cohort_of_many_annotated_scans_interpolates_its_priors_without_registration():
+    """Registration follows structures in one scan; in a cohort it would register a new chain of
+    slices for nearly every sample (and keep their fields): there the priors interpolate only."""
+    from napari_sslseg.data import Volume
+    from napari_sslseg.config import TrainConfig
+    from napari_sslseg.training import _REGISTERED_SCANS, Trainer
+
+    rng = np.random.default_rng(0)
+
+    def scan(i):
+        image = rng.normal(0, 1, (12, 24, 24)).astype(np.float32)
+        labels = np.zeros(image.shape, np.uint8)
+        labels[[3, 8], 8:16, 8:16] = 1
+        return Volume(image, labels=labels, annotated=[3, 8], name=f"scan{i}")
+
+    cfg = TrainConfig(steps=1, patch=32, width=8, batch_labelled=2, batch_unlabelled=2, eval_every=0)
+    few = Trainer([scan(i) for i in range(_REGISTERED_SCANS)], "supervised", cfg)
+    assert all(p._flow is not None for p in few.priors.values())
+    many = Trainer([scan(i) for i in range(_REGISTERED_SCANS + 1)], "supervised", cfg)
+    assert all(p._flow is None for p in many.priors.values())
