@@ -407,23 +407,11 @@ def test_time_axis_scores_the_rest_where_the_engine_ends_first(monkeypatch):
     assert "ended by the engine" in run_.ended
 
 
-def test_time_axis_uses_the_engines_time_budget_where_it_has_one(monkeypatch):
-    from dataclasses import dataclass
-
+def test_time_axis_plans_the_engines_schedules_by_its_time_budget():
     import napari_sslseg.bench.timeaxis as timeaxis
-    from napari_sslseg.config import TrainConfig
 
-    tc = timeaxis.train_config(120.0, 3, 2)
-    assert tc.steps >= 120 * 100 and tc.seed == 3 and tc.threads == 2 and tc.eval_every == 0
-    if timeaxis.has_time_budget():
-        assert tc.time_budget == 120.0 and "time_budget" in timeaxis.schedule_note()
-
-    @dataclass
-    class WithBudget(TrainConfig):
-        time_budget: float = 0.0
-
-    monkeypatch.setattr(timeaxis, "TrainConfig", WithBudget)
-    assert timeaxis.train_config(120.0, 0, 0).time_budget == 120.0
+    settings = timeaxis.train_settings(120.0, 3)
+    assert settings["steps"] >= 120 * 100 and settings["seed"] == 3 and settings["time_budget"] == 120.0
     assert "time_budget" in timeaxis.schedule_note()
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import annotated_slices, default_class_names
 from ..errors import InputError
 from ..io import read_volume
 
@@ -80,7 +81,7 @@ def load_pair(image_path, labels_path, label_map: dict[int, int] | None = None, 
     labels = apply_label_map(labels, label_map)
     n = int(labels.max())
     return Dataset(name or Path(image_path).name.split(".")[0], image, labels, geom.spacing_zyx,
-                   ["background"] + [f"class {i}" for i in range(1, n + 1)], f"{image_path} + {labels_path}")
+                   default_class_names(n + 1), f"{image_path} + {labels_path}")
 
 
 def load_preset(name: str, root: Path | None = None) -> Dataset:
@@ -110,11 +111,10 @@ def labelled_box(labels: np.ndarray) -> tuple[slice, slice, slice]:
     """Bounding box of the non-zero labels."""
     box = []
     for axis in range(labels.ndim):
-        other = tuple(a for a in range(labels.ndim) if a != axis)
-        idx = np.flatnonzero(np.any(labels != 0, axis=other))
-        if idx.size == 0:
+        idx = annotated_slices(labels, axis)
+        if not idx:
             raise InputError("The labels are empty: nothing to benchmark against.")
-        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
+        box.append(slice(idx[0], idx[-1] + 1))
     return tuple(box)
 
 

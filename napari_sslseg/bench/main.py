@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from ..config import TrainConfig
 from ..errors import InputError
-from ..methods import METHODS
+from ..methods import method_config
 from . import report, speed, subprocesses, targets
 from .config import BenchConfig
 from .datasets import PRESETS, crop_to_labels, load_pair, load_preset, parse_label_map
@@ -65,9 +65,11 @@ def check_ks(ds, cfg: BenchConfig, axis: int) -> None:
 
 
 def main(args, cfg: BenchConfig) -> int:
-    unknown = [m for m in list(cfg.methods) + cfg.timed_methods() if m not in METHODS]
-    if unknown:
-        print(f"Unknown method(s) {', '.join(dict.fromkeys(unknown))}; known: {', '.join(METHODS)}", file=sys.stderr)
+    try:
+        for m in dict.fromkeys(list(cfg.methods) + cfg.timed_methods()):
+            method_config(m)
+    except InputError as exc:
+        print(exc, file=sys.stderr)
         return 2
     all_threads = cfg.threads or torch.get_num_threads()  # the time axis: one training with every core
     try:

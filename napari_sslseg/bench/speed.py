@@ -9,13 +9,14 @@ import numpy as np
 
 from ..config import TrainConfig
 from ..data import Volume
+from ..events import StepEvent
 from ..inference import predict_volume
 from ..methods import METHODS
 from ..networks import build_unet
 from ..training import Trainer
 from .config import BenchConfig
 from .datasets import Dataset
-from .protocol import evenly_spaced, labelled_extent, predict, score, scored_slices, training_volume
+from .protocol import evenly_spaced, labelled_extent, predict, score, scored_slices, trainer_for
 
 #: Steps left out of every timing: the first ones pay for allocations and MONAI set-up.
 WARMUP_STEPS = 3
@@ -64,7 +65,7 @@ def timed_steps(trainer: Trainer, steps: int) -> float:
     """Steps per second of ``trainer`` over ``steps`` steps after the warm-up ones."""
     marks = []
     for event in trainer.run():
-        if type(event).__name__ == "StepEvent":
+        if isinstance(event, StepEvent):
             marks.append(time.perf_counter())
             if len(marks) > WARMUP_STEPS + steps:
                 break
@@ -72,13 +73,11 @@ def timed_steps(trainer: Trainer, steps: int) -> float:
 
 
 def step_rates(ds: Dataset, cfg: BenchConfig, axis: int, tick=lambda: None) -> list[StepRate]:
-    extent = labelled_extent(ds.labels, axis)
-    volume = training_volume(ds, evenly_spaced(extent, cfg.overlay_k), axis)
+    annotated = evenly_spaced(labelled_extent(ds.labels, axis), cfg.overlay_k)
     out = []
     for method in cfg.methods:
-        tc = TrainConfig(steps=WARMUP_STEPS + cfg.speed_steps + 1, threads=cfg.threads, eval_every=0)
-        trainer = Trainer([volume], method=method, config=tc, class_names=ds.class_names)
-        out.append(StepRate(method, timed_steps(trainer, cfg.speed_steps), step_description(method, tc)))
+        trainer = trainer_for(ds, annotated, axis, method, cfg.threads, steps=WARMUP_STEPS + cfg.speed_steps + 1)
+        out.append(StepRate(method, timed_steps(trainer, cfg.speed_steps), step_description(method, trainer.config)))
         tick()
     return out
 
@@ -89,13 +88,11 @@ def first_overlay(ds: Dataset, cfg: BenchConfig, axis: int) -> tuple[Overlay, Tr
     extent = labelled_extent(ds.labels, axis)
     annotated = evenly_spaced(extent, cfg.overlay_k)
     scored = scored_slices(ds.labels.shape[axis], annotated, cfg.overlay_slice_stride)
-    tc = TrainConfig(threads=cfg.threads, eval_every=0, preview_every=0)
-    trainer = Trainer([training_volume(ds, annotated, axis)], method=cfg.overlay_method, config=tc,
-                      class_names=ds.class_names)
+    trainer = trainer_for(ds, annotated, axis, cfg.overlay_method, cfg.threads)
     result = Overlay(cfg.overlay_method, cfg.overlay_k, None, None, limit_s=cfg.overlay_limit_s, target=cfg.overlay_dice)
     clock, started = 0.0, time.perf_counter()
     for event in trainer.run():
-        if type(event).__name__ != "StepEvent" or event.step % cfg.overlay_check_every:
+        if not isinstance(event, StepEvent) or event.step % cfg.overlay_check_every:
             continue
         clock += time.perf_counter() - started
         pred = predict(trainer, slices=scored)
