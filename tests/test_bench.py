@@ -172,6 +172,7 @@ def test_next_slice_random_never_repeats():
     assert sorted(annotated) == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], ["--crop", "--no-baselines"]])
 def test_quick_smoke_run_on_the_sample(tmp_path, extra):
     args = parse(SAMPLE_ARGS + [
@@ -201,6 +202,7 @@ def test_quick_smoke_run_on_the_sample(tmp_path, extra):
     assert sum(",supervised,2,0,1.0," in r and ",mean," in r for r in timed) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_accuracy_jobs_in_process_and_in_workers(workers):
     """Every (method, k, seed) and the ceiling are scored once; the guidance chains come back whole."""
@@ -340,6 +342,7 @@ def test_baseline_rows_say_not_installed_when_itk_is_missing(monkeypatch):
     assert "itk_load_seconds" not in info
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(itk_missing() is not None, reason="itk-morphologicalcontourinterpolation is not installed")
 def test_itk_interpolation_fills_between_the_annotated_slices():
     """Along either axis, with the slices detected or named: the annotated slices stay as painted and
@@ -368,6 +371,7 @@ def test_itk_interpolation_refuses_unknown_slice_positions():
         run_baselines(labels, (2.0, 1.0, 1.0), 0, 3, {3: [5, 10, 14]}, scorer_for(labels, 0), itk_slices="guessed")
 
 
+@pytest.mark.slow
 def test_time_axis_stops_the_clock_while_scoring(monkeypatch):
     """A fake clock: every reading moves it 10 s and a scoring costs 1000 s, which the training
     time must not count; checkpoints fall at the first step past each time."""
@@ -415,6 +419,7 @@ def test_time_axis_plans_the_engines_schedules_by_its_time_budget():
     assert "time_budget" in timeaxis.schedule_note()
 
 
+@pytest.mark.slow
 def test_time_axis_on_a_tiny_budget_scores_the_whole_volume():
     from napari_sslseg.bench.runner import run_time_axis
 
