@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import bench
 
-    b = sub.add_parser("bench", help="benchmark methods, suggestions, speed and memory on real data")
+    b = sub.add_parser("bench", help="benchmark every method against annotated slices and training time on an image with dense labels")
     bench.add_arguments(b)
     b.set_defaults(func=bench.run)
     return p

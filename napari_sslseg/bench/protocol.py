@@ -9,20 +9,12 @@ import numpy as np
 from monai.metrics import compute_hausdorff_distance
 
 from ..config import TrainConfig
-from ..data import Volume, annotated_slices, keep_slices
+from ..data import Volume, keep_slices
 from ..errors import InputError
 from ..events import StepEvent
 from ..metrics import one_hot, one_hot_dice
 from ..training import Trainer
 from .datasets import Dataset
-
-
-def labelled_extent(labels: np.ndarray, axis: int) -> tuple[int, int]:
-    """First and last slice along ``axis`` holding any label (inclusive)."""
-    idx = annotated_slices(labels, axis)
-    if not idx:
-        raise InputError("The labels are empty: nothing to benchmark against.")
-    return idx[0], idx[-1]
 
 
 def evenly_spaced(extent: tuple[int, int], k: int) -> list[int]:

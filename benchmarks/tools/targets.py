@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
-from .runner import AccuracyResults, summarise
+from napari_sslseg.bench.runner import AccuracyResults, summarise
+from napari_sslseg.methods import METHODS
 
-SEMI = ("mean_teacher", "ua_mt", "adversarial", "entropy_min")
+#: The methods that learn from unannotated slices, as the registry says.
+SEMI = tuple(name for name, cls in METHODS.items() if cls.uses_unlabelled)
 
 
 def _row(name: str, value: str, met: bool | None, note: str = "") -> str:
