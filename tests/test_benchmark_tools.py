@@ -50,11 +50,18 @@ def test_quick_shrinks_the_probes_too_and_no_speed_leaves_them_out():
     assert not off.speed and Probes(off).jobs == 0
 
 
-def test_targets_compare_every_registered_method_that_learns_from_unannotated_slices():
-    from benchmarks.tools.targets import SEMI
-    from napari_sslseg.methods import METHODS
+def test_a_new_method_joins_the_bench_and_the_targets_by_registering(monkeypatch):
+    """A method is one file: registered, it is a row of the default bench and a candidate of the targets."""
+    from benchmarks.tools.targets import semi_supervised
+    from napari_sslseg.bench.config import BenchConfig
+    from napari_sslseg.methods import METHODS, Method
 
-    assert set(SEMI) == {n for n, c in METHODS.items() if c.uses_unlabelled} and "supervised" not in SEMI
+    class Newcomer(Method):
+        name = "newcomer"
+
+    monkeypatch.setitem(METHODS, "newcomer", Newcomer)
+    assert "newcomer" in BenchConfig().methods and BenchConfig().methods[0] == "supervised"
+    assert "newcomer" in semi_supervised() and "supervised" not in semi_supervised()
 
 
 def test_a_run_needs_a_data_set_or_image_and_labels(capsys):
