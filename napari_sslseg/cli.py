@@ -361,6 +361,8 @@ def cmd_propagate(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import DROPOUT_SCOPES
+
     p = argparse.ArgumentParser(prog="napari-sslseg", description="Semi-supervised segmentation of 3D medical volumes.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -423,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=0, help="study: torch CPU threads per worker (default: cores / workers)")
     r.add_argument("-q", "--quiet", action="store_true", help="study: no progress bar")
     r.add_argument("--mc-passes", type=int, default=8, help="MC-dropout passes for the uncertainty (default: 8)")
-    r.add_argument("--mc-scope", choices=("last", "all"), default="last",
+    r.add_argument("--mc-scope", choices=DROPOUT_SCOPES, default="last",
                    help="which dropout the passes sample: the last block's (one forward pass in all; default) "
                         "or every dropout layer's (one forward pass each; every block's in a model trained with "
                         "dropout_scope=all)")
@@ -439,14 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--window", metavar="LOW,HIGH", help="the window used in training, if any")
     r.set_defaults(func=cmd_predict)
 
-    try:
-        from . import bench
-    except ImportError:  # pragma: no cover - bench is part of the package
-        bench = None
-    if bench is not None and hasattr(bench, "add_arguments"):
-        b = sub.add_parser("bench", help="benchmark methods, suggestions, speed and memory on real data")
-        bench.add_arguments(b)
-        b.set_defaults(func=bench.run)
+    from . import bench
+
+    b = sub.add_parser("bench", help="benchmark every method against annotated slices and training time on an image with dense labels")
+    bench.add_arguments(b)
+    b.set_defaults(func=bench.run)
     return p
 
 

@@ -69,13 +69,8 @@ class PredictConfig:
 
     mc_passes: int = setting(8, 0)  # MC-dropout passes behind the uncertainty; 0 = the prediction's entropy
     batch_size: int = setting(8, 1)  # slices per forward pass
-    mc_scope: str = setting("last", choices=("last", "all"))  # which dropout the passes sample: the last block's (one forward pass in all) or every layer's
+    mc_scope: str = setting("last", choices=DROPOUT_SCOPES)  # which dropout the passes sample: the last block's (one forward pass in all) or every layer's
     keep_fraction: float = setting(0.1, 0.0, 1.0)  # per class, 3D pieces under this fraction of its largest are removed; 0 = keep all
-
-
-def dataclass_from_dict(cls, d: dict):
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in (d or {}).items() if k in names})
 
 
 def _describe(limits: dict, kind: type) -> str:

@@ -31,6 +31,11 @@ def default_axis(spacing_zyx: Sequence[float]) -> int:
     return int(np.argmax(sp))
 
 
+def default_class_names(num_classes: int) -> list[str]:
+    """Names of ``num_classes`` classes where the user gave none: background, then "class N"."""
+    return ["background"] + [f"class {i}" for i in range(1, num_classes)]
+
+
 def annotated_slices(labels: np.ndarray, axis: int) -> list[int]:
     """Slices along ``axis`` that hold any non-zero label (0 inside them is background)."""
     other = tuple(a for a in range(labels.ndim) if a != axis)

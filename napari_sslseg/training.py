@@ -38,7 +38,7 @@ from monai.transforms import (
 
 from . import checkpoint
 from .config import TrainConfig, validate
-from .data import SlicePool, Volume, painted_values, resample_slice, target_size, to_classes
+from .data import SlicePool, Volume, default_class_names, painted_values, resample_slice, target_size, to_classes
 from .devices import pick_device
 from .errors import InputError, TrainingError
 from .events import (
@@ -50,13 +50,13 @@ from .events import (
     Pause,
     PausedEvent,
     PreviewEvent,
-    RequestPreview,
     Resume,
     StepEvent,
     Stop,
     UpdateLabels,
 )
 from .inference import Prediction, SegmentationModel, pad16, predict_volume, prior_prediction
+from .metrics import dice_per_class
 from .methods import METHODS, StepContext, create_method, method_config, student_pass, supervised_loss
 from .networks import build_unet
 from .prior import Prior
@@ -95,10 +95,6 @@ def _plain_tensors():
         yield
     finally:
         set_track_meta(was)
-
-
-def default_class_names(num_classes: int) -> list[str]:
-    return ["background"] + [f"class {i}" for i in range(1, num_classes)]
 
 
 class _ClassIndicesd:
@@ -157,7 +153,6 @@ class Trainer:
         method_options: the method's config fields to change, as a dict.
         class_names: one name per class, background first; default "class N".
         resume: a checkpoint payload (from :func:`checkpoint.load`) to continue from.
-        preview_volume: which volume previews show.
         checkpoint: where the training state is written every ``config.checkpoint_every`` steps
             and ``config.checkpoint_seconds`` seconds, at the end of the run (completed or
             stopped), when the run is closed mid-way, and after a failure (the last state);
@@ -172,7 +167,6 @@ class Trainer:
         method_options: dict | None = None,
         class_names: Sequence[str] | None = None,
         resume: dict | None = None,
-        preview_volume: int = 0,
         checkpoint: str | Path | None = None,
     ):
         self.config = config = validate(config or TrainConfig())
@@ -236,13 +230,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.step = 0
         self.train_seconds = 0.0  # time spent in training steps (not previews or evaluations)
-        self.preview_volume = preview_volume
         self.commands: queue.Queue = queue.Queue()
         self.lock = threading.Lock()
         self.paused = False
         self._stop = False
-        self._preview_request: RequestPreview | None = None
-        self.last_dice: float | None = None
         if resume is not None:
             self._load(resume)
         self.checkpoint_path = Path(checkpoint) if checkpoint is not None else None
@@ -278,8 +269,6 @@ class Trainer:
                 self.paused = True
             elif isinstance(cmd, Resume):
                 self.paused = False
-            elif isinstance(cmd, RequestPreview):
-                self._preview_request = cmd
             elif isinstance(cmd, UpdateLabels):
                 events.append(self._update_labels(cmd))
 
@@ -507,27 +496,17 @@ class Trainer:
         net = self.model
         was = net.training
         net.eval()
-        C = self.num_classes
-        inter, total = torch.zeros(C), torch.zeros(C)
-        hits, present = torch.zeros(C), torch.zeros(C)
+        preds, truths = [], []
         for item in items:
             q = self._prior_slice(item, leave_out=True)[0][None].to(self.device) if self.config.prior_input else None
             xp, (h, w) = pad16(self._network_input(self.pool.image(item, self.config.context)[None].to(self.device), q))
-            y = self.pool.label(item)[None]
-            pred = net(xp)[..., :h, :w].argmax(1, keepdim=True).cpu()
-            oh_p = torch.nn.functional.one_hot(pred[:, 0], C).permute(0, 3, 1, 2).float()
-            oh_y = torch.nn.functional.one_hot(y[:, 0], C).permute(0, 3, 1, 2).float()
-            inter += (oh_p * oh_y).sum((0, 2, 3))
-            total += oh_p.sum((0, 2, 3)) + oh_y.sum((0, 2, 3))
-            present += oh_y.sum((0, 2, 3)) > 0
+            preds.append(net(xp)[..., :h, :w].argmax(1).cpu().flatten())
+            truths.append(self.pool.label(item).flatten())
         net.train(was)
         # Dice over all evaluated slices pooled: a class absent from one slice does not count as 0 there
-        scores = {}
-        for c in range(1, C):
-            if present[c] > 0:
-                scores[self.class_names[c]] = float(2 * inter[c] / total[c].clamp(min=1))
+        dice = dice_per_class(torch.cat(preds), torch.cat(truths), self.num_classes)
+        scores = {self.class_names[c]: float(d) for c, d in enumerate(dice, start=1) if np.isfinite(d)}
         mean = float(np.mean(list(scores.values()))) if scores else float("nan")
-        self.last_dice = mean
         return EvalEvent(self.step, scores, mean)
 
     def predict(self, volume_index: int | None = None, mc_passes: int | None = None, slices=None,
@@ -536,12 +515,12 @@ class Trainer:
         that volume's propagation prior (where it has annotated slices), small stray pieces removed.
 
         Args:
-            volume_index: which volume; default: the preview volume.
+            volume_index: which volume; default: the first.
             mc_passes: MC-dropout passes; default ``config.preview_mc_passes``.
             slices: only these slices (along the slice axis).
             extra_maps: also the method's own maps (discriminator confidence ...), where it has them.
         """
-        vi = self.preview_volume if volume_index is None else volume_index
+        vi = volume_index or 0
         mc = self.config.preview_mc_passes if mc_passes is None else mc_passes
         model = self.segmentation_model()
         if not extra_maps:
@@ -550,12 +529,12 @@ class Trainer:
                               prior=self.priors.get(vi))
 
     def preview(self, volume_index: int | None = None, mc_passes: int | None = None) -> PreviewEvent:
-        vi = self.preview_volume if volume_index is None else volume_index
+        vi = volume_index or 0
         return PreviewEvent(self.step, vi, self.predict(vi, mc_passes))
 
     def prior_preview(self, volume_index: int | None = None) -> PreviewEvent:
         """The propagation prior of a volume, as a preview at the current step."""
-        vi = self.preview_volume if volume_index is None else volume_index
+        vi = volume_index or 0
         prediction = prior_prediction(self.priors[vi], self.pool.volumes[vi].annotated)
         if self.label_values is not None:  # in the user's values, as the network's predictions are
             prediction.labels = np.asarray(self.label_values, np.uint8)[prediction.labels]
@@ -587,7 +566,7 @@ class Trainer:
         for vi, prior in self.priors.items():
             for text in prior.warnings:  # where the result will be weak, said before the user waits for it
                 self._take((yield MessageEvent(self.step, "warning", f"{self.pool.volumes[vi].name}: {text}")))
-        if cfg.preview_every and self.step == 0 and self.preview_volume in self.priors:
+        if cfg.preview_every and self.step == 0 and 0 in self.priors:
             # the prior is ready in about a second: the first thing the user sees, before any step
             self._take((yield self.prior_preview()))
         rate, last = 0.0, time.perf_counter()
@@ -618,10 +597,7 @@ class Trainer:
             more = self.step < cfg.steps and not self.time_spent()
             if cfg.eval_every and self.step % cfg.eval_every == 0 and more:
                 self._take((yield self.evaluate()))
-            if self._preview_request is not None:
-                req, self._preview_request = self._preview_request, None
-                self._take((yield self.preview(req.volume_index, req.mc_passes)))
-            elif cfg.preview_every and self.step % cfg.preview_every == 0 and more:
+            if cfg.preview_every and self.step % cfg.preview_every == 0 and more:
                 self._take((yield self.preview()))
             last = time.perf_counter()
         reason = "stopped" if self._stop else "completed"
@@ -773,7 +749,7 @@ def saved_config(payload: dict) -> TrainConfig:
     d = dict(payload.get("config", {}))
     d.setdefault("dropout_scope", "all")
     d.setdefault("prior_input", False)  # nor a prior among their inputs
-    return TrainConfig.from_dict(d)
+    return validate(TrainConfig.from_dict(d))
 
 
 def load_model(path, device: str | torch.device = "cpu") -> SegmentationModel:

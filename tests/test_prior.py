@@ -31,6 +31,7 @@ def test_prior_interpolates_colin_structures(colin):
     assert np.abs(probs.astype(int).sum(0) - 255).max() <= probs.shape[0]
 
 
+@pytest.mark.slow
 def test_registration_carries_shapes_better_on_real_data(colin):
     """With the image, neighbouring slices are registered and the annotated shapes follow the
     structures: on the real crop that beats shape interpolation alone (measured 0.745 against 0.709)."""

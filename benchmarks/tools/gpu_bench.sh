@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Speed on a CUDA GPU: training steps/s per method (mixed precision, the engine's default on CUDA)
 # and whole-volume inference with 8 MC-dropout passes on colin27 (181x217x181).
-# Usage: resources/gpu_bench.sh [DATA_DIR]   (default ../shared/data); prints a Markdown table.
+# Usage: benchmarks/tools/gpu_bench.sh [DATA_DIR]   (default ../shared/data); prints a Markdown table.
 # DRY_RUN=1 runs the same code on any device with tiny budgets (a check of the script, not a measurement).
 set -euo pipefail
-DATA_DIR="${1:-../shared/data}"
+DATA_DIR="$(realpath "${1:-../shared/data}")"
+cd "$(dirname "$0")/../.."   # the repository root: benchmarks.tools is imported from there
 python - "$DATA_DIR" <<'PY'
 import os, sys, time, torch
-from napari_sslseg.bench.config import BenchConfig
-from napari_sslseg.bench.datasets import load_preset, crop_to_labels
-from napari_sslseg.bench import speed
+from napari_sslseg.bench.datasets import crop_to_labels
+from benchmarks.tools import speed
+from benchmarks.tools.config import ProbeConfig as BenchConfig
+from benchmarks.tools.presets import load_preset
 
 dry = os.environ.get("DRY_RUN") == "1"
 assert dry or torch.cuda.is_available(), "no CUDA GPU visible"
