@@ -104,9 +104,29 @@ def cmd_methods(args) -> int:
 
 
 def cmd_train(args) -> int:
+    """Train; under torchrun (WORLD_SIZE > 1), one rank of a data-parallel run, rank 0 alone printing."""
+    import os
+
+    from . import distributed
+
+    if distributed.world_size() <= 1:
+        return _train(args)
+    args.device = distributed.setup(args.device)
+    try:
+        if distributed.rank() == 0:
+            return _train(args, distributed.DistributedTrainer)
+        args.quiet = True
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            return _train(args, distributed.DistributedTrainer)
+    finally:
+        distributed.teardown()
+
+
+def _train(args, trainer_class=None) -> int:
     from tqdm import tqdm
 
     from . import atomic, checkpoint
+    from .cohort import is_cohort
     from .config import TrainConfig, validate
     from .data import Volume
     from .errors import InputError
@@ -133,22 +153,28 @@ def cmd_train(args) -> int:
         method_config(args.method or "mean_teacher", options)
     window = _parse_window(args.window)
     out = check_writable(args.out)
-    image, labels, geom = _read_pair(args.image, args.labels, args.channel)
-    volumes = [Volume(image, geom.spacing_zyx, labels, _annotated(args, labels, geom), args.axis, Path(args.image).name, window)]
+    if is_cohort(args.image):
+        volumes = _cohort_volumes(args, out, window)
+    else:
+        if args.labels is None:
+            raise InputError(f"{args.image} is one volume: give its labels too (train IMAGE LABELS), or a folder "
+                             "or manifest .csv of several scans.")
+        image, labels, geom = _read_pair(args.image, args.labels, args.channel)
+        volumes = [Volume(image, geom.spacing_zyx, labels, _annotated(args, labels, geom), args.axis, Path(args.image).name, window)]
     for path in args.unlabelled or []:
         arr, g = read_volume(path, args.channel)
         axis = args.axis if args.axis is not None else volumes[0].axis
         volumes.append(Volume(arr, g.spacing_zyx, None, None, axis, Path(path).name, window))
-    v0 = volumes[0]
-    if not v0.annotated:
+    if not any(v.annotated for v in volumes):
         raise InputError(
-            f"No annotated slice in {args.labels} along axis {v0.axis}: paint at least one slice "
+            f"No annotated slice in {args.labels or args.image} along axis {volumes[0].axis}: paint at least one slice "
             "(any non-zero class), or name the annotated slices with --slices."
         )
+    v0 = next(v for v in volumes if v.annotated)
     names = args.class_names.split(",") if args.class_names else None
     from .training import Trainer
 
-    trainer = Trainer(volumes, args.method, config, options, names, resume=resume, checkpoint=out / checkpoint.FILENAME)
+    trainer = (trainer_class or Trainer)(volumes, args.method, config, options, names, resume=resume, checkpoint=out / checkpoint.FILENAME)
     print(
         (f"Resuming '{trainer.method_name}' at step {trainer.step}" if resume else f"Training '{trainer.method_name}'")
         + f" on {len(trainer.pool.labelled)} annotated slices "
@@ -166,15 +192,37 @@ def cmd_train(args) -> int:
     if trainer.step == 0:
         print("napari-sslseg: stopped before the first step; no model written", file=sys.stderr)
         return 130 if received else 1
-    settings = json.dumps({k: v for k, v in trainer.state().items() if k not in ("model", "method_state", "optimizer")}, indent=2)
-    atomic.replace([(out / "config.json", lambda tmp: tmp.write_text(settings), lambda tmp: json.loads(tmp.read_text()))])
     path = trainer.checkpoint_path
+    if path is not None:  # None on the ranks of a distributed run but rank 0
+        settings = json.dumps({k: v for k, v in trainer.state().items() if k not in ("model", "method_state", "optimizer")}, indent=2)
+        atomic.replace([(out / "config.json", lambda tmp: tmp.write_text(settings), lambda tmp: json.loads(tmp.read_text()))])
     if received:
         print(f"napari-sslseg: {received[0]} at step {trainer.step} of {config.steps}: the model is saved in {path}; "
               "continue with the same command and --resume", file=sys.stderr)
         return 128 + int(getattr(signal, received[0]))
     print(f"model written to {path}")
     return 0
+
+
+def _cohort_volumes(args, out: Path, window) -> list:
+    """The scans of a manifest or folder, memory-mapped from ``--cache`` (default: OUT/volumes.cache)."""
+    from .cohort import load_volumes, scans_of
+    from .errors import InputError
+
+    if args.labels is not None or args.slices:
+        raise InputError("A folder or manifest names each scan's labels (NAME_label files, or the manifest's labels "
+                         "and slices columns); give no LABELS or --slices with it.")
+    from . import distributed
+
+    scans = scans_of(args.image)
+    cache = Path(args.cache) if args.cache else out / "volumes.cache"
+    print(f"Reading {len(scans)} scans (uncompressed copies in {cache}, reused by later runs) ...", flush=True)
+    # under torchrun rank 0 fills the cache and the other ranks on its machine map its copies
+    # (on another machine a rank writes its own: entries are written whole, then renamed)
+    distributed.after_rank_0()
+    volumes = load_volumes(scans, cache, args.channel, window, args.axis)
+    distributed.before_other_ranks()
+    return volumes
 
 
 @contextlib.contextmanager
@@ -224,7 +272,11 @@ def _show(event, bar, trainer, timed: bool) -> None:
 def cmd_predict(args) -> int:
     from dataclasses import asdict
 
+    from .cohort import is_cohort
     from .config import PredictConfig, validate
+
+    if is_cohort(args.image):
+        return cmd_predict_study(args)
     from .data import Volume
     from .inference import predict_annotated_volume
     from .io import check_writable, read_volume, write_volumes
@@ -259,6 +311,49 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_predict_study(args) -> int:
+    """``predict MODEL FOLDER_OR_MANIFEST``: every scan into its own subfolder of --out."""
+    import os
+
+    from tqdm import tqdm
+
+    from .cohort import scans_of
+    from .config import PredictConfig, validate
+    from .errors import InputError
+    from .io import check_writable
+    from .study import SUMMARY, StudySettings, predict_study
+
+    settings = validate(PredictConfig(args.mc_passes, args.batch, args.mc_scope, args.keep_fraction))
+    if args.labels or args.slices or args.axis is not None:
+        raise InputError("--labels, --slices and --axis name one scan's; for a study, give them per scan in a manifest "
+                         "(columns image,labels,slices,axis) or pair NAME_label files with NAME_image files in the folder.")
+    if args.workers < 1:
+        raise InputError(f"--workers takes 1 or more; got {args.workers}.")
+    window = _parse_window(args.window)
+    out = check_writable(args.out)
+    scans = scans_of(args.image)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))  # under torchrun: a share each
+    from .devices import pick_device
+
+    device = str(pick_device(args.device))
+    if device.startswith("cuda") and world > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    study = StudySettings(settings, device, window, args.channel, args.threads)
+    counts: dict[str, int] = {}
+    mine = len(scans[rank::world])
+    with tqdm(total=mine, unit="scan", dynamic_ncols=True, disable=args.quiet) as bar:
+        for result in predict_study(args.model, scans, out, study, args.workers, rank, world):
+            counts[result.status] = counts.get(result.status, 0) + 1
+            if result.status == "failed":
+                bar.write(f"{result.name}: failed: {result.reason}")
+            bar.update(1)
+            bar.set_postfix(counts, refresh=False)
+    summary = out / (SUMMARY if world == 1 else f"summary.rank{rank}.csv")
+    print(f"{mine} scans: {counts.get('predicted', 0)} predicted, {counts.get('done before', 0)} done before, "
+          f"{counts.get('failed', 0)} failed; summary in {summary}")
+    return 1 if counts.get("failed") else 0
+
+
 def cmd_propagate(args) -> int:
     from .data import Volume
     from .errors import InputError
@@ -283,6 +378,8 @@ def cmd_propagate(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import DROPOUT_SCOPES
+
     p = argparse.ArgumentParser(prog="napari-sslseg", description="Semi-supervised segmentation of 3D medical volumes.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -290,9 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("-v", "--verbose", action="store_true", help="also list each method's options")
     m.set_defaults(func=cmd_methods)
 
-    t = sub.add_parser("train", help="train on an image and its partly annotated labels")
-    t.add_argument("image", help="volume: NIfTI, NRRD, MHA/MHD file or DICOM folder")
-    t.add_argument("labels", help="label volume on the image's grid; slices holding any label count as annotated")
+    t = sub.add_parser("train", help="train on an image and its partly annotated labels, or on a cohort of scans")
+    t.add_argument("image", help="volume: NIfTI, NRRD, MHA/MHD file or DICOM folder; or a cohort: a folder pairing "
+                                 "NAME_image and NAME_label files, or a manifest .csv (image,labels,slices,axis)")
+    t.add_argument("labels", nargs="?", help="label volume on the image's grid; slices holding any label count as "
+                                              "annotated (not with a cohort, which names its own)")
+    t.add_argument("--cache", metavar="DIR", help="cohort: folder of the scans' uncompressed copies, memory-mapped in "
+                                                   "training (default: OUT/volumes.cache)")
     t.add_argument("--out", required=True, help="output folder (model.pt, config.json)")
     t.add_argument("--method", help="see 'napari-sslseg methods' (default: mean_teacher; with --resume, the model's)")
     t.add_argument("--steps", type=int, help="training steps (default: 2000; with --time, no limit but the time)")
@@ -335,12 +436,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--channel", type=int)
     g.set_defaults(func=cmd_propagate)
 
-    r = sub.add_parser("predict", help="predict labels, confidence and uncertainty for a volume")
+    r = sub.add_parser("predict", help="predict labels, confidence and uncertainty for a volume or a whole study")
     r.add_argument("model", help="a train output folder or its model.pt")
-    r.add_argument("image", help="volume: NIfTI, NRRD, MHA/MHD file or DICOM folder")
-    r.add_argument("--out", required=True, help="output folder: labels/confidence/uncertainty.nii.gz")
+    r.add_argument("image", help="volume: NIfTI, NRRD, MHA/MHD file or DICOM folder; or a study: a folder of "
+                                 "volume files (NAME_label files paired with NAME_image ones) or a manifest .csv")
+    r.add_argument("--out", required=True, help="output folder: labels/confidence/uncertainty.nii.gz; for a study, "
+                                                "one subfolder per scan and summary.csv (scans already done are skipped)")
+    r.add_argument("--workers", type=int, default=1, help="study: scans predicted at once, each in its own process (default: 1)")
+    r.add_argument("--threads", type=int, default=0, help="study: torch CPU threads per worker (default: cores / workers)")
+    r.add_argument("-q", "--quiet", action="store_true", help="study: no progress bar")
     r.add_argument("--mc-passes", type=int, default=8, help="MC-dropout passes for the uncertainty (default: 8)")
-    r.add_argument("--mc-scope", choices=("last", "all"), default="last",
+    r.add_argument("--mc-scope", choices=DROPOUT_SCOPES, default="last",
                    help="which dropout the passes sample: the last block's (one forward pass in all; default) "
                         "or every dropout layer's (one forward pass each; every block's in a model trained with "
                         "dropout_scope=all)")
@@ -356,14 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--window", metavar="LOW,HIGH", help="the window used in training, if any")
     r.set_defaults(func=cmd_predict)
 
-    try:
-        from . import bench
-    except ImportError:  # pragma: no cover - bench is part of the package
-        bench = None
-    if bench is not None and hasattr(bench, "add_arguments"):
-        b = sub.add_parser("bench", help="benchmark methods, suggestions, speed and memory on real data")
-        bench.add_arguments(b)
-        b.set_defaults(func=bench.run)
+    from . import bench
+
+    b = sub.add_parser("bench", help="benchmark every method against annotated slices and training time on an image with dense labels")
+    bench.add_arguments(b)
+    b.set_defaults(func=bench.run)
     return p
 
 

@@ -47,6 +47,7 @@ class TrainConfig:
     preview_mc_passes: int = setting(8, 0)  # MC-dropout passes (last block: cheap) behind the previews' uncertainty and suggestions; 0 = entropy
     time_budget: float = setting(0.0, 0.0)  # seconds of training (previews and evaluations not counted); 0 = train for ``steps``; else ``steps`` is only a ceiling
     foreground_crops: bool = True  # centre patches on each painted class in turn (and on background), so that small structures in large slices are seen (MONAI RandCropByLabelClassesd)
+    context: int = setting(0, 0, 4)  # neighbouring slices on each side given to the network as extra image channels (2.5D); 0 = the slice alone
     prior_input: bool = True  # the network also sees the prior's class probabilities as input channels, and learns to correct them (on annotated slices from the other slices' prior)
     prior_weight: float = setting(0.3, 0.0)  # weight of the propagation prior's soft pseudo-labels on unannotated slices (napari_sslseg.prior); 0 = off
     prior_decay: float = setting(0.5, 0.0, 1.0)  # the prior's weight falls linearly to this fraction of itself over the run, as the network's own predictions take over
@@ -68,13 +69,8 @@ class PredictConfig:
 
     mc_passes: int = setting(8, 0)  # MC-dropout passes behind the uncertainty; 0 = the prediction's entropy
     batch_size: int = setting(8, 1)  # slices per forward pass
-    mc_scope: str = setting("last", choices=("last", "all"))  # which dropout the passes sample: the last block's (one forward pass in all) or every layer's
+    mc_scope: str = setting("last", choices=DROPOUT_SCOPES)  # which dropout the passes sample: the last block's (one forward pass in all) or every layer's
     keep_fraction: float = setting(0.1, 0.0, 1.0)  # per class, 3D pieces under this fraction of its largest are removed; 0 = keep all
-
-
-def dataclass_from_dict(cls, d: dict):
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in (d or {}).items() if k in names})
 
 
 def _describe(limits: dict, kind: type) -> str:

@@ -31,6 +31,11 @@ def default_axis(spacing_zyx: Sequence[float]) -> int:
     return int(np.argmax(sp))
 
 
+def default_class_names(num_classes: int) -> list[str]:
+    """Names of ``num_classes`` classes where the user gave none: background, then "class N"."""
+    return ["background"] + [f"class {i}" for i in range(1, num_classes)]
+
+
 def annotated_slices(labels: np.ndarray, axis: int) -> list[int]:
     """Slices along ``axis`` that hold any non-zero label (0 inside them is background)."""
     other = tuple(a for a in range(labels.ndim) if a != axis)
@@ -62,7 +67,26 @@ def to_classes(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
     for c, v in enumerate(values):
         if v < len(lut):
             lut[v] = c
+    if isinstance(labels, np.memmap) and labels.filename:  # a cohort's labels stay on disk (cohort.load_volumes)
+        return _mapped_classes(labels, lut, values)
     return lut[labels]
+
+
+def _mapped_classes(labels: np.memmap, lut: np.ndarray, values: Sequence[int]) -> np.ndarray:
+    """``lut[labels]`` written slice by slice beside the mapped ``labels`` and mapped in turn."""
+    import os
+    from pathlib import Path
+
+    path = Path(labels.filename).with_name(f"classes-{'-'.join(map(str, values))}.npy")
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=labels.shape)
+        for i in range(labels.shape[0]):
+            out[i] = lut[labels[i]]
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    return np.load(path, mmap_mode="r")
 
 
 def check_image(image: np.ndarray, name: str = "image") -> None:
@@ -228,18 +252,29 @@ class Volume:
         rejected = set(self.rejected)
         return [s for s in self.unannotated if s not in rejected]
 
-    def prior(self, num_classes: int | None = None, class_names=None, label_values=None):
+    def prior(self, num_classes: int | None = None, class_names=None, label_values=None, previous=None,
+              register: bool = True):
         """The propagation prior of the annotated slices (:func:`napari_sslseg.prior.propagate`), carried
         along the structures by registering this image's neighbouring slices; ``label_values``: the
-        label value of each class, where the labels hold values, not classes."""
+        label value of each class, where the labels hold values, not classes; ``previous``: this
+        volume's prior before the labels changed, whose registrations are reused where they apply;
+        ``register``: False = shape interpolation only, no registration (cheap, for cohorts)."""
         from .prior import propagate
 
         labels = self.labels if label_values is None else to_classes(self.labels, label_values)
-        return propagate(labels, self.annotated, self.axis, self.spacing, num_classes, class_names, image=self.image)
+        return propagate(labels, self.annotated, self.axis, self.spacing, num_classes, class_names,
+                         image=self.image if register else None, previous=previous)
 
     def image_slice(self, index: int) -> np.ndarray:
         """Normalised float32 slice."""
         return self.stats.apply(np.take(self.image, index, axis=self.axis))
+
+    def image_stack(self, index: int, context: int = 0) -> np.ndarray:
+        """(1 + 2 ``context``, H, W) normalised float32: the slice, then its neighbours nearest first
+        (below, above; repeated at the volume's ends), for a network that sees 2.5D."""
+        order = [index] + [index + d * sign for d in range(1, context + 1) for sign in (-1, 1)]
+        last = self.num_slices - 1
+        return np.stack([self.image_slice(min(max(i, 0), last)) for i in order])
 
     def label_slice(self, index: int) -> np.ndarray:
         return np.take(self.labels, index, axis=self.axis).astype(np.int64)
@@ -307,9 +342,10 @@ class SlicePool:
                 hi = max(hi, int(np.take(v.labels, idx, axis=v.axis).max()))
         return hi + 1
 
-    def image(self, item: tuple[int, int]) -> torch.Tensor:
+    def image(self, item: tuple[int, int], context: int = 0) -> torch.Tensor:
+        """(1 + 2 ``context``, H, W) at the training grid: the slice and its neighbours (``Volume.image_stack``)."""
         v = self.volumes[item[0]]
-        x = torch.from_numpy(v.image_slice(item[1]))[None]
+        x = torch.from_numpy(v.image_stack(item[1], context))
         return resample_slice(x, target_size(v, self.target_spacing))
 
     def label(self, item: tuple[int, int]) -> torch.Tensor:

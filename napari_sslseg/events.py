@@ -5,7 +5,7 @@ The command line, the napari panel and the tests all consume the same events.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -106,11 +106,3 @@ class UpdateLabels:
     labels: np.ndarray
     annotated: list[int] | None = None  # None = every slice that holds a label
     rejected: list[int] | None = None  # slices whose prediction the user rejected; None = as before
-
-
-@dataclass
-class RequestPreview:
-    """Predict a volume at the next step, whatever preview_every says."""
-
-    volume_index: int = 0
-    mc_passes: int = field(default=0)

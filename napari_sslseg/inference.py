@@ -16,6 +16,7 @@ from torch import nn
 from .config import PredictConfig, validate
 from .data import Volume, resample_slice, target_size
 from .networks import LastBlockSampler, enable_dropout
+from .uncertainty import entropy, mc_dropout
 
 if TYPE_CHECKING:
     from .methods import Method
@@ -37,7 +38,8 @@ class SegmentationModel:
     target_spacing: tuple[float, float] | None = None  # in-plane mm the network was trained at
     axis: int | None = None  # slice axis used in training; None = the volume's own default
     method: "Method | None" = None  # the method trained with: its extra networks draw its maps (``Method.maps``); the student predicts
-    prior_input: bool = False  # the network takes the prior's foreground probabilities after the image channel
+    prior_input: bool = False  # the network takes the prior's foreground probabilities after the image channels
+    context: int = 0  # neighbouring slices on each side among the image channels (2.5D)
     label_values: list[int] | None = None  # the user's label value of each class, where it is not the class (a 0/255 mask); predictions use them
 
     def to(self, device: torch.device) -> "SegmentationModel":
@@ -79,14 +81,6 @@ class Prediction:
     def discriminator_confidence(self) -> np.ndarray | None:
         """Where a per-pixel discriminator takes the prediction for ground truth."""
         return self.method_maps.get("discriminator_confidence")
-
-    def maps(self) -> dict[str, np.ndarray]:
-        """The float maps worth showing, by name."""
-        return {"confidence": self.confidence, "uncertainty": self.uncertainty, **self.method_maps}
-
-
-def _entropy(p: torch.Tensor) -> torch.Tensor:
-    return -(p * torch.log(p + _EPS)).sum(dim=1)
 
 
 def _prior_channels(q: torch.Tensor | None, count: int, size: tuple[int, int], num_classes: int) -> torch.Tensor:
@@ -224,7 +218,7 @@ def predict_volume(
     try:
         for start in range(0, len(wanted), batch_size):
             idx = wanted[start : start + batch_size]
-            x = torch.stack([resample_slice(torch.from_numpy(volume.image_slice(i))[None], size) for i in idx])
+            x = torch.stack([resample_slice(torch.from_numpy(volume.image_stack(i, model.context)), size) for i in idx])
             q = torch.from_numpy(np.stack([prior.slice_probabilities(i) for i in idx])) if prior is not None else None
             if model.prior_input:
                 x = torch.cat([x, _prior_channels(q, len(idx), size, C)], dim=1)
@@ -234,7 +228,7 @@ def predict_volume(
 
             p_padded = torch.softmax((net(x) if sampler is None else sampler.forward(x)).float(), dim=1)
             p = crop(p_padded)
-            out = {"entropy": _entropy(p)}
+            out = {"entropy": entropy(p)}
             if model.method is not None:  # the method's own maps: teacher disagreement, discriminator confidence ...
                 drawn = model.method.maps(x, p_padded, costly_maps)
                 out.update({name: crop(m.float()) for name, m in drawn.items()})
@@ -243,13 +237,9 @@ def predict_volume(
             if mc_passes > 0:
                 if sampler is None:
                     enable_dropout(net, True)  # every block samples; the sampler needs no network pass
-                mean, exp_h = torch.zeros_like(p), torch.zeros_like(out["entropy"])
-                for _ in range(mc_passes):
-                    pt = torch.softmax(crop(net(x) if sampler is None else sampler.sample()).float(), dim=1)
-                    mean += pt / mc_passes
-                    exp_h += _entropy(pt) / mc_passes
+                mean, exp_h = mc_dropout(lambda: crop(net(x) if sampler is None else sampler.sample()), mc_passes)
                 enable_dropout(net, False)
-                out["uncertainty"] = (_entropy(mean) - exp_h).clamp(min=0)
+                out["uncertainty"] = (entropy(mean) - exp_h).clamp(min=0)
             else:
                 out["uncertainty"] = out["entropy"]
             # back to the volume's own in-plane grid
@@ -343,15 +333,15 @@ def prior_prediction(prior, annotated: Sequence[int] = (), suggestions: int = 10
     labels, confidence, probs = prior.volume()
     p = torch.from_numpy(probs).float().div_(255).clamp_(min=_EPS)
     p = p / p.sum(0, keepdim=True)
-    entropy = _entropy(p[None])[0].numpy().astype(np.float32)
+    h = entropy(p[None])[0].numpy().astype(np.float32)
     foreground = 1 - p[0].numpy()
     other = tuple(a for a in range(3) if a != prior.axis)
-    scores = (entropy * foreground).mean(axis=other).astype(np.float64)
+    scores = (h * foreground).mean(axis=other).astype(np.float64)
     return Prediction(
         labels=labels,
         confidence=confidence,
-        entropy=entropy,
-        uncertainty=entropy,
+        entropy=h,
+        uncertainty=h,
         uncertainty_kind="entropy",
         axis=prior.axis,
         slice_scores=scores,

@@ -18,6 +18,11 @@ and 0.608). A class in many pieces (a cortex) is blended whole rather than piece
 
 The result is per-voxel class probabilities (a sigmoid of the blended distance, softer the
 farther the slice is from an annotation) and a confidence that falls with that distance.
+(The registration's residual, the carried annotated image against the slice's own, was tried as
+a second discount: on the whole Colin27 head, 4 annotated slices, the confidence's AUROC for
+telling right from wrong voxels near the structures fell from 0.676 to 0.650 (residual scale
+0.15; 0.675 at 1.0); the residual alone scored 0.558: the prior's errors lie on the edges, where
+the images match.)
 Slices are computed on demand (:meth:`Prior.slice_probabilities`), so a prior costs the
 distance maps of the annotated slices, not a volume of probabilities; :meth:`Prior.volume`
 builds the whole thing for the viewer or the command line.
@@ -401,9 +406,11 @@ def _reach(annotated: Sequence[int], default: float) -> float:
     return float(max(2.0, gaps.mean() / 2)) if len(gaps) else default
 
 
-def _flow(image: np.ndarray, labels: np.ndarray, annotated: list[int], axis: int, spacing_yx) -> _Flow | None:
+def _flow(image: np.ndarray, labels: np.ndarray, annotated: list[int], axis: int, spacing_yx,
+          previous: _Flow | None = None) -> _Flow | None:
     """The registration of ``image``'s slices inside the annotations' in-plane box plus a margin;
-    None where nothing is painted."""
+    None where nothing is painted. ``previous``: a registration of the same image to reuse where its
+    box is the same (new annotations inside the old ones' box: every registered pair is kept)."""
     painted = np.stack([np.take(labels, a, axis=axis) != 0 for a in annotated]).any(axis=0)
     if not painted.any():
         return None
@@ -412,7 +419,10 @@ def _flow(image: np.ndarray, labels: np.ndarray, annotated: list[int], axis: int
         idx = np.flatnonzero(painted.any(axis=1 - dim))
         margin = int(np.ceil(_FLOW_MARGIN_MM / sp))
         box.append(slice(max(0, int(idx[0]) - margin), min(painted.shape[dim], int(idx[-1]) + 1 + margin)))
-    return _Flow(image, axis, spacing_yx, tuple(box), annotated)
+    box = tuple(box)
+    if previous is not None and previous.image is image and previous.axis == axis and previous.box == box:
+        return previous
+    return _Flow(image, axis, spacing_yx, box, annotated)
 
 
 def propagate(
@@ -423,6 +433,7 @@ def propagate(
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
     image: np.ndarray | None = None,
+    previous: Prior | None = None,
 ) -> Prior:
     """The prior of a label volume whose ``annotated`` slices along ``axis`` are painted.
 
@@ -435,6 +446,9 @@ def propagate(
         class_names: for the warnings; default "class N".
         image: the (z, y, x) image: neighbouring slices are registered to carry the annotated shapes
             along the structures (:class:`_Flow`); without it the shapes are only interpolated.
+        previous: the prior of earlier annotations of the same image: its registrations are reused
+            where they still apply (a slice painted inside the earlier annotations' box), so that
+            new labels cost their distance maps, not the registration again (5-7 s on Colin27).
     """
     A = sorted({int(a) for a in annotated})
     if not A:
@@ -455,7 +469,7 @@ def propagate(
                 prior._parts[(a, c)], prior._whole[(a, c)] = _parts(mask, spacing_yx)
                 seen[c].append(a)
     if image is not None:
-        prior._flow = _flow(image, labels, A, axis, spacing_yx)
+        prior._flow = _flow(image, labels, A, axis, spacing_yx, previous._flow if previous is not None else None)
     if len(A) == 1:
         # no gap to learn a taper from: let a structure reach as far as it is wide
         areas = [np.count_nonzero(prior._painted[A[0]] == c) * spacing_yx[0] * spacing_yx[1] for c in range(1, num_classes)]

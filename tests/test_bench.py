@@ -10,9 +10,9 @@ from napari_sslseg.bench import add_arguments, config_from_args, run
 from napari_sslseg.bench.baselines import INSTALL_HINT, ItkJob, itk_interpolate, itk_missing, run_baselines
 from napari_sslseg.data import keep_slices
 from napari_sslseg.bench.config import BenchConfig
-from napari_sslseg.bench.datasets import apply_label_map, crop_to_labels, load_pair, parse_label_map, Dataset
+from napari_sslseg.bench.datasets import apply_label_map, crop_to_labels, labelled_extent, load_pair, parse_label_map, Dataset
 from napari_sslseg.bench.guidance import next_slice, simulate
-from napari_sslseg.bench.protocol import evaluation_slices, evenly_spaced, labelled_extent, score, scored_slices
+from napari_sslseg.bench.protocol import evaluation_slices, evenly_spaced, score, scored_slices
 from napari_sslseg.errors import InputError
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -172,11 +172,12 @@ def test_next_slice_random_never_repeats():
     assert sorted(annotated) == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], ["--crop", "--no-baselines"]])
 def test_quick_smoke_run_on_the_sample(tmp_path, extra):
     args = parse(SAMPLE_ARGS + [
         "--quick", "--methods", "supervised", "--ks", "2", "--steps", "3", "--threads", "1",
-        "--times", "0.5,1", "--time-ks", "2", "--no-speed", "--out", str(tmp_path),
+        "--times", "0.5,1", "--time-ks", "2", "--out", str(tmp_path),
     ] + extra)
     assert run(args) == 0
     md = (tmp_path / "results.md").read_text()
@@ -201,6 +202,7 @@ def test_quick_smoke_run_on_the_sample(tmp_path, extra):
     assert sum(",supervised,2,0,1.0," in r and ",mean," in r for r in timed) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_accuracy_jobs_in_process_and_in_workers(workers):
     """Every (method, k, seed) and the ceiling are scored once; the guidance chains come back whole."""
@@ -210,7 +212,7 @@ def test_accuracy_jobs_in_process_and_in_workers(workers):
 
     ds = crop_to_labels(load_pair(DATA / "colin27_crop_t1.nii.gz", DATA / "colin27_crop_labels.nii.gz"), 2)
     cfg = BenchConfig(methods=["supervised"], ks=[2, 3], seeds=[0, 1], steps=2, ceiling_steps=2, workers=workers, threads=1, guidance=True,
-                      guidance_start=2, guidance_max=3, guidance_budget=3, guidance_mc_passes=2, speed=False)
+                      guidance_start=2, guidance_max=3, guidance_budget=3, guidance_mc_passes=2)
     ticks = []
     res = run_accuracy(ds, cfg, tick=ticks.append)
     assert sum(ticks) == trainings_planned(cfg)
@@ -223,18 +225,6 @@ def test_accuracy_jobs_in_process_and_in_workers(workers):
         assert [n for n, _ in curve.points] == [2, 3]
         assert len(curve.chosen[1]) == 3 and set(curve.chosen[1]) <= set(range(res.extent[0], res.extent[1] + 1))
     assert res.workers == workers
-
-
-@pytest.mark.parametrize("argv,steps", [
-    (["--dataset", "colin27"], 120), (["--dataset", "mni152"], 100), (["--dataset", "mni152", "--steps", "40"], 40),
-    (["--dataset", "mni152", "--quick"], 20), (["a.nii", "b.nii"], 120),
-])
-def test_steps_per_training_defaults(argv, steps):
-    from napari_sslseg.bench import config_from_args
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    assert config_from_args(parser.parse_args(argv)).steps == steps
 
 
 def test_whole_volume_by_default_crop_on_request():
@@ -250,28 +240,29 @@ def test_whole_volume_by_default_crop_on_request():
     assert ds.labels.shape != full.labels.shape and np.count_nonzero(ds.labels) == np.count_nonzero(full.labels)
 
 
-@pytest.mark.parametrize("argv,ks,time_ks", [
-    (["--dataset", "colin27"], [2, 4, 8], [4, 8]),
-    (["--dataset", "colin27", "--quick"], [2, 4], [4]),
-    (["--dataset", "brain1"], [2, 3], [2, 3]),
-    (["--dataset", "brain1", "--quick"], [2, 3], [2]),
-    (["--dataset", "breast1"], [1, 2], [1, 2]),
-    (["--dataset", "brain1", "--ks", "2", "--time-ks", "3"], [2], [3]),
-])
-def test_presets_set_their_own_ks(argv, ks, time_ks):
-    cfg = config_from_args(parse(argv))
-    assert (cfg.ks, cfg.time_ks) == (ks, time_ks)
-
-
 def test_quick_and_default_budgets():
-    d = config_from_args(parse(["--dataset", "colin27"]))
-    assert d.times == [15, 30, 60, 120] and d.timed_methods() == d.methods and not d.guidance
-    q = config_from_args(parse(["--dataset", "colin27", "--quick"]))
+    from napari_sslseg.methods import METHODS
+
+    d = config_from_args(parse(SAMPLE_ARGS))
+    assert d.times == [15, 30, 60, 120] and d.timed_methods() == d.methods and not d.guidance and d.steps == 120
+    # every registered method, those without unannotated slices (the baselines) first
+    assert sorted(d.methods) == sorted(METHODS) and d.methods[0] == "supervised"
+    q = config_from_args(parse(SAMPLE_ARGS + ["--quick"]))
     assert q.times == [15, 30, 60] and q.timed_methods() == ["supervised", "mean_teacher"] and q.score_stride == 3
+    assert q.steps == 20 and config_from_args(parse(SAMPLE_ARGS + ["--quick", "--steps", "40"])).steps == 40
     q = config_from_args(parse(["--quick", "--methods", "ua_mt,mean_teacher", "--times", "60,15"]))
     assert q.timed_methods() == ["mean_teacher"] and q.times == [15, 60]
     assert config_from_args(parse(["--guidance"])).guidance
     assert config_from_args(parse(["--time-methods", "entropy_min"])).timed_methods() == ["entropy_min"]
+
+
+def test_the_package_bench_takes_image_and_labels_only(tmp_path, capsys):
+    """The repository's data sets and probes are not the plugin's: no --dataset, no --no-speed."""
+    for option in (["--dataset", "colin27"], ["--no-speed"]):
+        with pytest.raises(SystemExit):
+            parse(SAMPLE_ARGS + option)
+    assert run(parse(["--out", str(tmp_path)])) == 2
+    assert "Give IMAGE LABELS" in capsys.readouterr().err
 
 
 def test_times_must_be_positive_seconds(capsys):
@@ -281,20 +272,8 @@ def test_times_must_be_positive_seconds(capsys):
 
 
 def test_too_many_slices_for_the_labels_stop_before_training(tmp_path, capsys):
-    assert run(parse(SAMPLE_ARGS + ["--ks", "2", "--time-ks", "99", "--no-speed", "--out", str(tmp_path)])) == 2
+    assert run(parse(SAMPLE_ARGS + ["--ks", "2", "--time-ks", "99", "--out", str(tmp_path)])) == 2
     assert "cannot annotate k=99" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("name,classes", [("brain1", ["background", "tumour"]), ("breast1", ["background", "lesion"])])
-def test_radiomics_presets_load(name, classes):
-    from napari_sslseg.bench.datasets import load_preset, shared_data_dir
-
-    if shared_data_dir() is None or not (shared_data_dir() / "radiomics").is_dir():
-        pytest.skip("../shared/data/radiomics is not here")
-    ds = load_preset(name)
-    assert ds.class_names == classes and ds.labels.dtype == np.uint8 and set(np.unique(ds.labels)) == {0, 1}
-    if name == "brain1":
-        assert ds.labels.shape == (25, 256, 256) and labelled_extent(ds.labels, 0) == (11, 17)
 
 
 def cone(n=20, size=24, axis=0):
@@ -340,6 +319,7 @@ def test_baseline_rows_say_not_installed_when_itk_is_missing(monkeypatch):
     assert "itk_load_seconds" not in info
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(itk_missing() is not None, reason="itk-morphologicalcontourinterpolation is not installed")
 def test_itk_interpolation_fills_between_the_annotated_slices():
     """Along either axis, with the slices detected or named: the annotated slices stay as painted and
@@ -368,6 +348,7 @@ def test_itk_interpolation_refuses_unknown_slice_positions():
         run_baselines(labels, (2.0, 1.0, 1.0), 0, 3, {3: [5, 10, 14]}, scorer_for(labels, 0), itk_slices="guessed")
 
 
+@pytest.mark.slow
 def test_time_axis_stops_the_clock_while_scoring(monkeypatch):
     """A fake clock: every reading moves it 10 s and a scoring costs 1000 s, which the training
     time must not count; checkpoints fall at the first step past each time."""
@@ -407,26 +388,15 @@ def test_time_axis_scores_the_rest_where_the_engine_ends_first(monkeypatch):
     assert "ended by the engine" in run_.ended
 
 
-def test_time_axis_uses_the_engines_time_budget_where_it_has_one(monkeypatch):
-    from dataclasses import dataclass
-
+def test_time_axis_plans_the_engines_schedules_by_its_time_budget():
     import napari_sslseg.bench.timeaxis as timeaxis
-    from napari_sslseg.config import TrainConfig
 
-    tc = timeaxis.train_config(120.0, 3, 2)
-    assert tc.steps >= 120 * 100 and tc.seed == 3 and tc.threads == 2 and tc.eval_every == 0
-    if timeaxis.has_time_budget():
-        assert tc.time_budget == 120.0 and "time_budget" in timeaxis.schedule_note()
-
-    @dataclass
-    class WithBudget(TrainConfig):
-        time_budget: float = 0.0
-
-    monkeypatch.setattr(timeaxis, "TrainConfig", WithBudget)
-    assert timeaxis.train_config(120.0, 0, 0).time_budget == 120.0
+    settings = timeaxis.train_settings(120.0, 3)
+    assert settings["steps"] >= 120 * 100 and settings["seed"] == 3 and settings["time_budget"] == 120.0
     assert "time_budget" in timeaxis.schedule_note()
 
 
+@pytest.mark.slow
 def test_time_axis_on_a_tiny_budget_scores_the_whole_volume():
     from napari_sslseg.bench.runner import run_time_axis
 

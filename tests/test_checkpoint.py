@@ -274,6 +274,7 @@ def test_stale_temporaries_removed_by_the_next_save(trained, tmp_path):
     assert load_model(tmp_path).num_classes == 2
 
 
+@pytest.mark.slow
 def test_sigkill_during_saves_leaves_a_loadable_model(trained, tmp_path):
     """A process killed at random points of repeated saves: the model file always loads, and what
     it left is only temporaries the next save clears."""

@@ -40,6 +40,7 @@ def test_methods_lists_registry(capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 300 steps on the whole head: about 5 minutes on 2 busy cores
 def test_train_predict_end_to_end_on_the_whole_head(tmp_path, capsys):
     """4 annotated axial slices of the uncropped Colin27 head, the default method, 300 steps, then
     predict with the annotations' prior: every unannotated slice of the volume is scored."""
@@ -75,6 +76,7 @@ def test_train_predict_end_to_end_on_the_whole_head(tmp_path, capsys):
     assert WHOLE_T1.read_bytes() == before_img and labels_path.read_bytes() == before_lab
 
 
+@pytest.mark.slow
 def test_propagate_and_a_time_budget(tmp_path, colin_sparse, capsys):
     """``propagate`` writes the prior on the image's grid in seconds; ``train --time`` stops on the clock."""
     image, sparse, geom = colin_sparse

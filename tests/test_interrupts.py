@@ -34,6 +34,7 @@ def _train_command(out: Path, *extra: str) -> list[str]:
             "--checkpoint-every", "3", *extra]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_mid_training_saves_the_model(tmp_path, sig, code):
     out = tmp_path / "run"

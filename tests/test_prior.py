@@ -31,6 +31,7 @@ def test_prior_interpolates_colin_structures(colin):
     assert np.abs(probs.astype(int).sum(0) - 255).max() <= probs.shape[0]
 
 
+@pytest.mark.slow
 def test_registration_carries_shapes_better_on_real_data(colin):
     """With the image, neighbouring slices are registered and the annotated shapes follow the
     structures: on the real crop that beats shape interpolation alone (measured 0.745 against 0.709)."""
@@ -176,3 +177,34 @@ def test_a_class_in_many_pieces_is_blended_whole():
     labels[10, 12:20, 8:70] = 1
     mid = propagate(labels, [0, 10], 0).slice_probabilities(5).argmax(0) == 1
     assert mid[16, 8:70].mean() > 0.9, mid[16]  # piece by piece: 0.45, gaps between shrinking squares
+
+
+def test_new_labels_reuse_the_registration_where_it_still_applies(colin):
+    """A slice painted inside the earlier annotations' box keeps every registered pair (the new
+    prior costs distance maps, not registration) and gives the prior a fresh build gives; a
+    structure painted far outside that box registers anew."""
+    image, labels, geom = colin
+    C = int(labels.max()) + 1
+    first, more = ANNOTATED[::2], sorted(ANNOTATED[::2] + [ANNOTATED[1]])
+    sparse = np.zeros_like(labels)
+    sparse[first] = labels[first]
+    old = propagate(sparse, first, 0, geom.spacing_zyx, num_classes=C, image=image)
+    old.slice_probabilities(ANNOTATED[1] + 2)  # registers the pairs it needs
+    registered = dict(old._flow._steps)
+    sparse[more] = labels[more]
+    new = propagate(sparse, more, 0, geom.spacing_zyx, num_classes=C, image=image, previous=old)
+    assert new._flow is old._flow and all(new._flow._steps[k] is v for k, v in registered.items())
+    fresh = propagate(sparse, more, 0, geom.spacing_zyx, num_classes=C, image=image)
+    s = ANNOTATED[1] + 2
+    a, b = new.slice_probabilities(s).argmax(0), fresh.slice_probabilities(s).argmax(0)
+    assert np.mean([_dice(a == c, b == c) for c in range(1, C) if (b == c).any()]) > 0.97
+    # another image: registered anew
+    assert propagate(sparse, more, 0, geom.spacing_zyx, num_classes=C, image=image.copy(), previous=old)._flow is not old._flow
+    # a structure far outside the box the registration covered: registered anew
+    rng = np.random.default_rng(0)
+    wide = rng.normal(0, 1, (20, 32, 200)).astype(np.float32)
+    marks = np.zeros(wide.shape, np.uint8)
+    marks[[5, 15], 10:20, 10:20] = 1
+    left = propagate(marks, [5, 15], 0, image=wide)
+    marks[10, 10:20, 180:190] = 1
+    assert propagate(marks, [5, 10, 15], 0, image=wide, previous=left)._flow is not left._flow

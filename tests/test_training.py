@@ -185,6 +185,28 @@ def test_foreground_crops_find_a_small_structure():
     assert hits(False) <= 10
 
 
+def test_complete_labels_draw_the_few_slices_that_hold_structures():
+    """Every one of 40 slices annotated, a structure on 2 of them (complete labels, mostly
+    background): the labelled draws hold it about half the time (one class of two), where a
+    uniform draw over the slices would give it 1 time in 20; new labels are taken into the draw."""
+    rng = np.random.default_rng(0)
+    image = rng.normal(0, 1, (40, 32, 32)).astype(np.float32)
+    labels = np.zeros(image.shape, np.uint8)
+    labels[[9, 30], 10:20, 10:20] = 1
+    vol = Volume(image, labels=labels, annotated=list(range(40)), name="complete")
+    trainer = Trainer([vol], "supervised", cfg(prior_weight=0))
+    draws = trainer._sample_labelled(400)
+    assert sum(s in (9, 30) for _, s in draws) >= 150
+    new = labels.copy()
+    new[30] = 0
+    new[20, 5:9, 5:9] = 1
+    trainer.submit(UpdateLabels(0, new, list(range(40))))
+    trainer._apply_commands()
+    draws = trainer._sample_labelled(400)
+    assert sum(s == 20 for _, s in draws) >= 100
+    assert sum(s == 30 for _, s in draws) <= 40
+
+
 def test_prior_follows_new_annotations(tiny_volume):
     trainer = Trainer([tiny_volume], "supervised", cfg(steps=20, eval_every=0))
     gen = trainer.run()
@@ -300,3 +322,25 @@ def test_a_class_on_one_slice_is_in_that_slices_prior_input_at_times(tiny_volume
     trainer = Trainer([volume], "supervised", cfg(steps=1), class_names=["background", "disc", "core"])
     seen = sum(float(trainer._prior_slice((0, 6), leave_out=True)[0][2].max()) > 0.5 for _ in range(40))
     assert (seen > 5) if nearby else (seen == 0), seen
+
+
+def test_neighbouring_slices_reach_the_network_and_a_saved_model(tiny_volume, tmp_path):
+    """2.5D: with ``context=1`` the network's input holds the slice, the slice below and the slice
+    above (then the prior); a saved model predicts with the same inputs."""
+    from napari_sslseg.inference import predict_volume
+    from napari_sslseg.training import load_model
+
+    stack = tiny_volume.image_stack(0, 1)
+    assert stack.shape == (3, *tiny_volume.slice_shape)
+    np.testing.assert_array_equal(stack[1], tiny_volume.image_slice(0))  # below slice 0: repeated
+    np.testing.assert_array_equal(stack[2], tiny_volume.image_slice(1))
+    trainer = Trainer([tiny_volume], "supervised", cfg(steps=2, eval_every=0, context=1))
+    x, _ = trainer._batch([(0, 5)], labelled=True)
+    assert x.shape[1] == 3 + trainer.num_classes - 1
+    for _ in trainer.run():
+        pass
+    path = trainer.save(tmp_path / "model.pt")
+    model = load_model(path)
+    assert model.context == 1
+    prediction = predict_volume(model, tiny_volume, mc_passes=0)
+    assert prediction.labels.shape == tiny_volume.image.shape

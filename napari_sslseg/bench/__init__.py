@@ -1,7 +1,9 @@
-"""``napari-sslseg bench``: accuracy of every method against annotated-slice count and against
-training time, beside baselines that need no training (the propagation prior, ITK's contour
-interpolation), on the whole volume; annotation guidance, and speed and memory, on any image with
-dense labels. No Qt here: the viewer measurement runs in a subprocess (``napari_sslseg._qt.latency``)."""
+"""``napari-sslseg bench IMAGE LABELS``: accuracy of every method against annotated-slice count and
+against training time, beside baselines that need no training (the propagation prior, ITK's contour
+interpolation), on the whole volume, and annotation guidance, on any image with dense labels.
+
+This repository's own runs (its data sets, speed, memory and viewer-latency probes, and its
+targets) are a tool outside the package: ``python -m benchmarks.tools.bench`` (benchmarks/tools)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ import argparse
 
 from .baselines import ITK_SLICES
 from .config import BenchConfig
-from .datasets import PRESET_KS, PRESET_STEPS, PRESETS
 
 
 def _ints(text: str) -> list[int]:
@@ -36,19 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     csv = lambda xs: ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in xs)  # noqa: E731
     parser.add_argument("image", nargs="?", help="image volume (NIfTI, NRRD, MHA, DICOM folder)")
     parser.add_argument("labels", nargs="?", help="dense ground-truth labels on the image's grid")
-    parser.add_argument("--dataset", choices=PRESETS, help="a preset from ../shared/data instead of IMAGE LABELS")
-    parser.add_argument("--data-dir", help="where the presets live (default ../shared/data)")
     parser.add_argument("--label-map", help="SOURCE:CLASS pairs, e.g. 71:1,72:1,73:2 (others become background)")
     parser.add_argument("--out", default="bench-results", help="output folder (results.md, results.csv, time.csv, curves.png)")
     parser.add_argument("--quick", action="store_true",
                         help=f"a <= 10 minute run: k {csv(q.ks)}, one seed, {q.steps} steps, one in {q.score_stride} slices "
-                             f"scored, time axis {csv(q.times)} s for {csv(q.time_methods)} at k={csv(q.time_ks)}, sampled timings")
-    parser.add_argument("--methods", type=_names, help=f"comma-separated (default {','.join(d.methods)})")
-    parser.add_argument("--ks", type=_ints, help=f"annotated-slice counts of the step-budget table (default {csv(d.ks)}; "
-                        + ", ".join(f"{p} {csv(k)}" for p, k in PRESET_KS.items()) + ")")
+                             f"scored, time axis {csv(q.times)} s for {csv(q.time_methods)} at k={csv(q.time_ks)}")
+    parser.add_argument("--methods", type=_names, help=f"comma-separated (default every registered method: {','.join(d.methods)})")
+    parser.add_argument("--ks", type=_ints, help=f"annotated-slice counts of the step-budget table (default {csv(d.ks)})")
     parser.add_argument("--seeds", type=_ints, help=f"seeds (default {csv(d.seeds)})")
-    parser.add_argument("--steps", type=int, help=f"steps per training of the step-budget table (default {d.steps}, mni152 "
-                        f"{PRESET_STEPS['mni152']}, --quick {q.steps})")
+    parser.add_argument("--steps", type=int, help=f"steps per training of the step-budget table (default {d.steps}, --quick {q.steps})")
     parser.add_argument("--axis", type=int, default=0, help="slice axis of the protocol (default 0, axial here)")
     parser.add_argument("--crop", action="store_true",
                         help=f"crop to the labelled box + {d.margin} voxels (the old protocol: cheaper, but a box no user has); "
@@ -60,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--times", type=_seconds,
                         help=f"training times (s) at which the time axis scores each model (default {csv(d.times)}, --quick {csv(q.times)})")
     parser.add_argument("--time-ks", type=_ints,
-                        help=f"annotated-slice counts of the time axis (default {csv(d.time_ks)}, a preset's ks; --quick the first)")
+                        help=f"annotated-slice counts of the time axis (default {csv(d.time_ks)}; --quick the first)")
     parser.add_argument("--time-methods", type=_names,
                         help=f"methods of the time axis (default every method; --quick {','.join(q.time_methods)})")
     parser.add_argument("--no-time", action="store_true", help="skip the time axis")
@@ -71,14 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_mutually_exclusive_group()
     g.add_argument("--guidance", action="store_true", help="run the annotation-guidance simulation (off by default)")
     g.add_argument("--no-guidance", action="store_true", help="skip the annotation-guidance simulation (the default)")
-    parser.add_argument("--no-speed", action="store_true", help="skip speed, memory and viewer latency")
+    parser.add_argument("--no-ceiling", action="store_true",
+                        help=f"skip the full-supervision ceiling (supervised on every slice, {d.ceiling_steps} steps)")
 
 
-def config_from_args(args) -> BenchConfig:
-    cfg = BenchConfig()
-    preset_ks = PRESET_KS.get(args.dataset)
-    if preset_ks:
-        cfg.ks, cfg.time_ks = list(preset_ks), list(preset_ks)
+def config_from_args(args, base: BenchConfig | None = None) -> BenchConfig:
+    """The run's settings: ``base`` (default BenchConfig()), then the options given."""
+    cfg = base or BenchConfig()
     if args.methods:
         cfg.methods = list(args.methods)
     if args.quick:
@@ -89,8 +85,6 @@ def config_from_args(args) -> BenchConfig:
         cfg.seeds = list(args.seeds)
     if args.steps:
         cfg.steps = args.steps
-    elif not args.quick and args.dataset in PRESET_STEPS:
-        cfg.steps = PRESET_STEPS[args.dataset]
     if args.times:
         cfg.times = list(args.times)
     if args.time_ks:
@@ -104,7 +98,7 @@ def config_from_args(args) -> BenchConfig:
     cfg.threads = args.threads
     cfg.workers = max(1, args.workers)
     cfg.guidance = (cfg.guidance or args.guidance) and not args.no_guidance
-    cfg.speed = cfg.speed and not args.no_speed
+    cfg.ceiling = cfg.ceiling and not args.no_ceiling
     return cfg
 
 

@@ -6,20 +6,19 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
 
 from ..config import TrainConfig
 from ..errors import InputError
-from ..methods import METHODS
-from . import report, speed, subprocesses, targets
+from ..methods import method_config
+from . import report
 from .config import BenchConfig
-from .datasets import PRESETS, crop_to_labels, load_pair, load_preset, parse_label_map
-from .protocol import labelled_extent
+from .datasets import Dataset, crop_to_labels, labelled_extent, load_pair, parse_label_map
 from .runner import (baseline_ks, run_accuracy, run_baseline_rows, run_time_axis, time_trainings_planned,
                      trainings_planned)
 from .timeaxis import schedule_note
@@ -41,16 +40,26 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores{mem}, {gpu}; torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-def load(args, cfg: BenchConfig):
-    """The data set as loaded, and what the benchmark trains on: the same (the whole volume) or, with
-    ``cfg.crop``, its labelled box plus a margin."""
-    if args.dataset:
-        full = load_preset(args.dataset, args.data_dir)
+def load(args, cfg: BenchConfig, dataset: Dataset | None = None):
+    """The data set as loaded (``dataset``, else IMAGE LABELS), and what the benchmark trains on: the
+    same (the whole volume) or, with ``cfg.crop``, its labelled box plus a margin."""
+    if dataset is not None:
+        full = dataset
     elif args.image and args.labels:
         full = load_pair(args.image, args.labels, parse_label_map(args.label_map))
     else:
-        raise InputError(f"Give IMAGE LABELS, or --dataset {'|'.join(PRESETS)}.")
+        raise InputError("Give IMAGE LABELS.")
     return full, (crop_to_labels(full, cfg.margin) if cfg.crop else full)
+
+
+class Extra:
+    """More measurements after the accuracy ones (this repository's speed probes and targets, in
+    benchmarks/tools): ``jobs`` for the progress bar; ``run`` returns Markdown lines for the report."""
+
+    jobs = 0
+
+    def run(self, full: Dataset, ds: Dataset, cfg: BenchConfig, axis: int, res, timed: Callable, tick: Callable) -> list[str]:
+        return []
 
 
 def check_ks(ds, cfg: BenchConfig, axis: int) -> None:
@@ -64,14 +73,20 @@ def check_ks(ds, cfg: BenchConfig, axis: int) -> None:
                          f"k={', '.join(map(str, too_many))} of them (--ks, --time-ks).")
 
 
-def main(args, cfg: BenchConfig) -> int:
-    unknown = [m for m in list(cfg.methods) + cfg.timed_methods() if m not in METHODS]
-    if unknown:
-        print(f"Unknown method(s) {', '.join(dict.fromkeys(unknown))}; known: {', '.join(METHODS)}", file=sys.stderr)
+def main(args, cfg: BenchConfig, dataset: Dataset | None = None, extra: Extra | None = None,
+         command: str = "napari-sslseg bench") -> int:
+    """One run: ``dataset`` instead of IMAGE LABELS, ``extra`` measurements after the accuracy ones,
+    ``command``: what the report names as the command run (with the arguments given)."""
+    extra = extra or Extra()
+    try:
+        for m in dict.fromkeys(list(cfg.methods) + cfg.timed_methods()):
+            method_config(m)
+    except InputError as exc:
+        print(exc, file=sys.stderr)
         return 2
     all_threads = cfg.threads or torch.get_num_threads()  # the time axis: one training with every core
     try:
-        full, ds = load(args, cfg)
+        full, ds = load(args, cfg, dataset)
         check_ks(ds, cfg, args.axis)
     except InputError as exc:
         print(exc, file=sys.stderr)
@@ -82,8 +97,7 @@ def main(args, cfg: BenchConfig) -> int:
     if ds.labels.shape[axis] < cfg.stride_min_slices:
         cfg.score_stride = 1  # few slices: every one is scored, cheaply
     start = time.perf_counter()
-    n_speed = (len(cfg.methods) + 4) if cfg.speed else 0
-    bar = tqdm(total=trainings_planned(cfg) + time_trainings_planned(cfg) + n_speed, desc=f"bench {ds.name}", unit="job")
+    bar = tqdm(total=trainings_planned(cfg) + time_trainings_planned(cfg) + extra.jobs, desc=f"bench {ds.name}", unit="job")
     parts: dict[str, float] = {}  # wall seconds of each part, for the report
 
     def timed(name, fn, *a, **kw):
@@ -99,20 +113,7 @@ def main(args, cfg: BenchConfig) -> int:
     timeline = (timed("time axis", run_time_axis, ds, cfg, axis, all_threads, tick=bar.update)
                 if cfg.time_axis and cfg.timed_methods() and cfg.time_ks else None)
     results: dict = {"timeline": timeline}
-    if cfg.speed:
-        results["rates"] = timed("steps/s", speed.step_rates, ds, cfg, axis, tick=bar.update)
-        results["overlay"], trainer = timed("first overlay", speed.first_overlay, ds, cfg, axis)
-        bar.update()
-        results["inference"] = timed("inference", speed.inference_time, trainer, full.image, full.spacing, axis, cfg)
-        bar.update()
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
-            results["memory"] = timed("memory", subprocesses.peak_memory,
-                                      subprocesses.save_dataset(full, tmp / "full.npz"), cfg, tmp)
-            bar.update()
-            results["latency"] = timed("viewer", subprocesses.viewer_latency,
-                                       subprocesses.save_dataset(ds, tmp / "volume.npz"), cfg, tmp)
-            bar.update()
+    more = extra.run(full, ds, cfg, axis, res, timed, bar.update)
     bar.close()
     total = time.perf_counter() - start
     results["parts"] = parts
@@ -120,16 +121,16 @@ def main(args, cfg: BenchConfig) -> int:
     if timeline is not None:
         report.write_time_csv(timeline, ds.name, out / "time.csv")
     report.plot(res, cfg.methods, cfg.ks, ds.name, out / "curves.png", timeline)
-    md = render(args, cfg, full, ds, res, results, total)
+    md = render(args, cfg, full, ds, res, results, total, more, command)
     (out / "results.md").write_text(md)
     print(md)
     return 0
 
 
-def render(args, cfg, full, ds, res, sp, total) -> str:
+def render(args, cfg, full, ds, res, sp, total, more=(), command: str = "napari-sslseg bench") -> str:
     argv = sys.argv[1:]
     argv = argv[1:] if argv[:1] == ["bench"] else argv  # run as the CLI's subcommand or as a module
-    cmd = "napari-sslseg bench " + " ".join(shlex.quote(a) for a in argv)
+    cmd = command + " " + " ".join(shlex.quote(a) for a in argv)
     shape = "x".join(map(str, full.image.shape))
     data = (f"{shape} cropped (`--crop`) to the labelled box + {cfg.margin} voxels: {'x'.join(map(str, ds.image.shape))}"
             if cfg.crop else f"{shape}, the whole volume (not cropped)")
@@ -189,10 +190,7 @@ def render(args, cfg, full, ds, res, sp, total) -> str:
             lines.append(f"| {n} | " + " | ".join(report._fmt(dict(c.points).get(n, float('nan'))) for c in res.curves.values()) + " |")
         lines += ["", f"Start: {res.curves['uniform'].chosen[0]}; " + "; ".join(
             f"{c.strategy} added {c.picks}" for c in res.curves.values() if c.picks), ""]
-    if "rates" in sp:
-        lines += speed_section(cfg, sp)
-    lines += ["### Targets", "", targets.check(res, sp, cfg.guidance_max, cfg.guidance_budget), "",
-              "![curves](curves.png)", ""]
+    lines += list(more) + ["![curves](curves.png)", ""]
     return "\n".join(lines)
 
 
@@ -228,53 +226,3 @@ def budget_line(cfg: BenchConfig, res, timeline) -> str:
 
 def axis_name(axis: int) -> str:
     return f"{axis} ({['z', 'y', 'x'][axis]})"
-
-
-def speed_section(cfg: BenchConfig, sp: dict) -> list[str]:
-    lines = ["### Speed and memory", "", "| method | steps/s | one step holds |", "|---|---|---|"]
-    lines += [f"| {r.method} | {r.steps_per_second:.2f} | {r.holds} |" for r in sp["rates"]]
-    ov = sp["overlay"]
-    checks = ", ".join(f"{s}: {d:.2f} @ {t:.0f}s" for s, t, d in ov.checks)
-    lines += [
-        "",
-        f"- steps/s: {cfg.speed_steps} steps timed after {speed.WARMUP_STEPS} warm-up steps, k={cfg.overlay_k}, the volume above",
-        f"- first useful overlay ({ov.method}, k={ov.k}, mean Dice >= {ov.target} on unannotated slices; training time only, "
-        f"checked every {cfg.overlay_check_every} steps on one unannotated slice in {cfg.overlay_slice_stride}): "
-        + (f"**{ov.seconds:.0f} s** at step {ov.steps}" if ov.seconds is not None else f"**not reached** within {ov.limit_s:.0f} s")
-        + f" (step: Dice @ time: {checks})",
-    ]
-    inf = sp["inference"]
-    lines.append(
-        f"- inference, {inf.mc_passes} MC-dropout passes over the last block (the default), {'x'.join(map(str, inf.shape))} "
-        f"volume: **{inf.seconds:.1f} s**"
-        + ("" if inf.slices_timed == inf.slices_total else f" ({inf.slices_timed} of {inf.slices_total} slices timed, scaled)")
-        + (f"; dropout after every convolution, sampled everywhere (`--mc-scope all`): {inf.seconds_all_blocks:.1f} s "
-           f"({inf.slices_all_blocks} slices timed, scaled)" if inf.slices_all_blocks else "")
-    )
-    mem = sp["memory"]
-    if "peak_rss_mb" in mem:
-        lines.append(
-            f"- peak RSS, mean_teacher, {mem['steps']} steps on a {'x'.join(map(str, mem['shape']))} (z, y, x) volume resampled "
-            f"from this image: **{mem['peak_rss_mb']:.0f} MB** (after imports {mem['rss_after_imports_mb']:.0f} MB, "
-            f"after building the image + labels {mem['rss_after_volume_mb']:.0f} MB; they hold {mem['volume_mb']:.0f} MB)")
-    else:
-        lines.append(f"- peak RSS: not measured ({mem.get('error')})")
-    lat = sp["latency"]
-    if "training" in lat:
-        i, t = lat["idle"], lat["training"]
-        lines += [
-            f"- napari viewer ({lat['display']}), 10 ms QTimer probe, {lat['seconds_per_phase']:.0f} s per phase, "
-            f"{lat['method']} training in a thread worker:",
-            "",
-            "| viewer | p50 ms | p99 ms | max ms |",
-            "|---|---|---|---|",
-            f"| idle | {i['p50_ms']:.1f} | {i['p99_ms']:.1f} | {i['max_ms']:.1f} |",
-            f"| training | {t['p50_ms']:.1f} | {t['p99_ms']:.1f} | {t['max_ms']:.1f} |",
-            "",
-            f"- steps/s in the viewer {lat['viewer_steps_per_second']:.2f} vs headless {lat['headless_steps_per_second']:.2f} "
-            f"({100 * lat['viewer_steps_per_second'] / lat['headless_steps_per_second']:.1f}%; headless is the mean of "
-            f"{lat['headless_before']:.2f} before and {lat['headless_after']:.2f} after the viewer)",
-        ]
-    else:
-        lines.append(f"- viewer latency: not measured ({lat.get('error')})")
-    return lines + [""]

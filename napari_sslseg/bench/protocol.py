@@ -6,23 +6,15 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from monai.metrics import compute_dice, compute_hausdorff_distance
+from monai.metrics import compute_hausdorff_distance
 
 from ..config import TrainConfig
 from ..data import Volume, keep_slices
 from ..errors import InputError
+from ..events import StepEvent
+from ..metrics import one_hot, one_hot_dice
 from ..training import Trainer
 from .datasets import Dataset
-
-
-def labelled_extent(labels: np.ndarray, axis: int) -> tuple[int, int]:
-    """First and last slice along ``axis`` holding any label (inclusive)."""
-    other = tuple(a for a in range(labels.ndim) if a != axis)
-    idx = np.flatnonzero(np.any(labels != 0, axis=other))
-    if idx.size == 0:
-        raise InputError("The labels are empty: nothing to benchmark against.")
-    return int(idx[0]), int(idx[-1])
 
 
 def evenly_spaced(extent: tuple[int, int], k: int) -> list[int]:
@@ -49,11 +41,6 @@ def scored_slices(num_slices: int, annotated: list[int], stride: int = 1) -> lis
     """What is scored: every unannotated slice of the volume (every ``stride``-th of them), not only
     those of the labelled extent, so that a structure painted where none exists counts against a model."""
     return evaluation_slices((0, num_slices - 1), annotated, stride)
-
-
-def _one_hot(labels: np.ndarray, num_classes: int) -> torch.Tensor:
-    t = torch.from_numpy(labels.astype(np.int64))
-    return torch.nn.functional.one_hot(t, num_classes).movedim(-1, 0)[None].float()
 
 
 @dataclass
@@ -89,11 +76,11 @@ def score(pred: np.ndarray, truth: np.ndarray, class_names: list[str], spacing, 
     C = len(class_names)
     p = np.take(pred, slices, axis=axis)
     t = np.take(truth, slices, axis=axis)
-    yp, yt = _one_hot(p, C), _one_hot(t, C)
+    yp, yt = one_hot(p, C), one_hot(t, C)
     present = [bool(t.max() >= c and np.any(t == c)) for c in range(C)]
+    d = one_hot_dice(yp, yt)
     with warnings.catch_warnings():  # MONAI warns about empty classes; they are NaN on purpose
         warnings.simplefilter("ignore")
-        d = compute_dice(yp, yt, include_background=False, ignore_empty=True)[0].numpy()
         apart = [float(sp) * (stride if a == axis else 1) for a, sp in enumerate(spacing)]
         h = (compute_hausdorff_distance(yp, yt, include_background=False, percentile=95, spacing=apart)[0].numpy()
              if hausdorff else np.full(C - 1, np.nan))
@@ -115,15 +102,21 @@ def training_volume(ds: Dataset, annotated: list[int], axis: int) -> Volume:
                   axis=axis, name=ds.name)
 
 
+def trainer_for(ds: Dataset, annotated: list[int], axis: int, method: str, threads: int = 0, **settings) -> Trainer:
+    """The one way the benchmark builds a training: ``method`` on the ``annotated`` slices of ``ds``,
+    no evaluations or previews of the loop's own (the benchmark scores); ``settings``: TrainConfig
+    fields to change (steps, seed, time_budget ...)."""
+    cfg = TrainConfig(threads=threads, eval_every=0, preview_every=0, **settings)
+    return Trainer([training_volume(ds, annotated, axis)], method=method, config=cfg, class_names=ds.class_names)
+
+
 def train(ds: Dataset, annotated: list[int], axis: int, method: str, steps: int, seed: int, threads: int = 0,
           on_step=None, **settings) -> Trainer:
     """Train one model on ``annotated`` slices of ``ds``; ``on_step()`` is called after each step;
     ``settings``: TrainConfig fields to change."""
-    volume = training_volume(ds, annotated, axis)
-    cfg = TrainConfig(steps=steps, seed=seed, threads=threads, eval_every=0, preview_every=0, **settings)
-    trainer = Trainer([volume], method=method, config=cfg, class_names=ds.class_names)
+    trainer = trainer_for(ds, annotated, axis, method, threads, steps=steps, seed=seed, **settings)
     for event in trainer.run():
-        if on_step is not None and type(event).__name__ == "StepEvent":
+        if on_step is not None and isinstance(event, StepEvent):
             on_step()
     return trainer
 

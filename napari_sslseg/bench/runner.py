@@ -27,7 +27,8 @@ from .baselines import BaselineResult, run_baselines
 from .config import BenchConfig
 from .datasets import Dataset
 from .guidance import STRATEGIES, Curve, chain, trainings_needed
-from .protocol import Scores, evenly_spaced, labelled_extent, predict, score, scored_slices, train
+from .datasets import labelled_extent
+from .protocol import Scores, evenly_spaced, predict, score, scored_slices, train
 from .timeaxis import TimeRun, train_for
 
 CEILING = "full supervision"

@@ -5,10 +5,9 @@ training), for a wall-clock budget: the largest checkpoint time. At each checkpo
 stops, the model is scored on the protocol's slices, and the clock starts again. The clock starts
 before the trainer is built (it normalises the volume and builds the networks: part of what a user
 waits for). The number of steps is set far beyond what the time allows, so that the step count
-never ends the run. Where the engine has a ``TrainConfig.time_budget`` (seconds of training steps)
-it is set to the budget less the trainer's build time, so that the engine's schedules (learning
-rate, ramps), planned by time, end when the last checkpoint comes; without it the learning rate
-stays near its initial value (its decay over so many steps is negligible).
+never ends the run; ``TrainConfig.time_budget`` (seconds of training steps) is set to the budget
+less the trainer's build time, so that the engine's schedules (learning rate, ramps), planned by
+time, end when the last checkpoint comes.
 """
 
 from __future__ import annotations
@@ -18,10 +17,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..config import TrainConfig
+from ..events import StepEvent
 from ..training import Trainer
 from .datasets import Dataset
-from .protocol import Scores, training_volume
+from .protocol import Scores, trainer_for
 
 #: Steps per second no device reaches with the default patch and batch: ``steps`` = budget x this.
 MAX_STEPS_PER_SECOND = 200
@@ -55,26 +54,16 @@ class TimeRun:
         return last.step / last.seconds if last and last.seconds > 0 else math.nan
 
 
-def has_time_budget() -> bool:
-    return hasattr(TrainConfig(), "time_budget")
-
-
-def train_config(budget: float, seed: int, threads: int) -> TrainConfig:
+def train_settings(budget: float, seed: int) -> dict:
     """The trainer's settings for a ``budget`` s run: steps that never end it, and the engine's time budget."""
-    steps = int(math.ceil(budget * MAX_STEPS_PER_SECOND)) + 1
-    tc = TrainConfig(steps=steps, seed=seed, threads=threads, eval_every=0, preview_every=0)
-    if has_time_budget():  # the engine plans its schedules by time (set again once the trainer is built)
-        tc.time_budget = float(budget)
-    return tc
+    # the engine plans its schedules by time (set again once the trainer is built)
+    return {"steps": int(math.ceil(budget * MAX_STEPS_PER_SECOND)) + 1, "seed": seed, "time_budget": float(budget)}
 
 
 def schedule_note() -> str:
     """How the time axis sets the engine's schedule, for the report."""
-    if has_time_budget():
-        return ("TrainConfig.time_budget = the largest time less the trainer's build time (the engine's schedules "
-                f"by time), steps only a ceiling ({MAX_STEPS_PER_SECOND}/s)")
-    return (f"TrainConfig.steps = {MAX_STEPS_PER_SECOND} x the largest time, so the learning rate stays "
-            "within a few % of its initial value and the clock, not the schedule, ends the run")
+    return ("TrainConfig.time_budget = the largest time less the trainer's build time (the engine's schedules "
+            f"by time), steps only a ceiling ({MAX_STEPS_PER_SECOND}/s)")
 
 
 #: ``scorer(trainer, annotated) -> Scores`` of the trainer's current model on the protocol's slices.
@@ -89,11 +78,9 @@ def train_for(ds: Dataset, annotated: list[int], axis: int, method: str, times: 
         raise ValueError(f"Checkpoint times must be positive seconds, not {times}.")
     run = TimeRun(method, len(annotated), seed)
     spent, started = 0.0, clock()
-    trainer = Trainer([training_volume(ds, annotated, axis)], method=method,
-                      config=train_config(pending[-1], seed, threads), class_names=ds.class_names)
-    if getattr(trainer.config, "time_budget", 0) > 0:
-        # the engine counts its training steps only: what is left of the budget once the trainer is built
-        trainer.config.time_budget = max(pending[-1] - (clock() - started), 1e-3)
+    trainer = trainer_for(ds, annotated, axis, method, threads, **train_settings(pending[-1], seed))
+    # the engine counts its training steps only: what is left of the budget once the trainer is built
+    trainer.config.time_budget = max(pending[-1] - (clock() - started), 1e-3)
 
     def checkpoint(upto: float) -> None:
         """Score the current model for every pending checkpoint up to ``upto`` s (once for them all)."""
@@ -104,7 +91,7 @@ def train_for(ds: Dataset, annotated: list[int], axis: int, method: str, times: 
             run.points.append(TimePoint(pending.pop(0), spent, trainer.step, scores))
 
     for event in trainer.run():
-        if type(event).__name__ != "StepEvent":
+        if not isinstance(event, StepEvent):
             continue
         spent += clock() - started
         if spent >= pending[0]:

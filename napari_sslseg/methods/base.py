@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from monai.losses import DiceCELoss
+from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 
-from ..config import dataclass_from_dict, validate
+from ..config import validate
 from ..errors import InputError
 from ..schedules import ema_decay
 
@@ -205,17 +205,19 @@ def disagreement_map(other: nn.Module, x: torch.Tensor, probabilities: torch.Ten
     return disagreement(probabilities, torch.softmax(other(x).float(), dim=1))
 
 
+#: Soft Dice over the batch, one per class, background included, averaged, with squared
+#: probabilities in the denominator (MONAI; the DiceLoss of SSL4MIS, BCP and UniMatch).
+_soft_dice = DiceLoss(include_background=True, squared_pred=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
+
+
 def masked_dice(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Soft Dice loss of ``logits`` against the classes ``target`` (B, H, W) over the pixels where
-    ``mask`` ((1 or B), 1, H, W) is 1, one Dice per class, background included, averaged (the
-    DiceLoss of SSL4MIS, BCP and UniMatch); 0 where the mask keeps nothing."""
+    ``mask`` ((1 or B), 1, H, W) is 1 (:data:`_soft_dice` of the masked softmax and one-hot target);
+    0 where the mask keeps nothing."""
     p = torch.softmax(logits.float(), dim=1)
     onehot = torch.nn.functional.one_hot(target, p.shape[1]).permute(0, 3, 1, 2).float()
     mask = mask.float().expand(len(p), 1, *p.shape[-2:])
-    dims = (0, 2, 3)
-    inter = (p * onehot * mask).sum(dims)
-    dice = 1 - (2 * inter + 1e-5) / ((p * p * mask).sum(dims) + (onehot * mask).sum(dims) + 1e-5)
-    return dice.mean()
+    return _soft_dice(p * mask, onehot * mask)
 
 
 def method_config(name: str, options: dict | None = None):
@@ -230,7 +232,7 @@ def method_config(name: str, options: dict | None = None):
             f"Method '{name}' has no option {', '.join(sorted(unknown))}; "
             f"its options: {', '.join(cls.Config.__dataclass_fields__) or 'none'}."
         )
-    return validate(dataclass_from_dict(cls.Config, options or {}), prefix=f"{name} option ")
+    return validate(cls.Config(**(options or {})), prefix=f"{name} option ")
 
 
 def create_method(name: str, student: nn.Module, num_classes: int, options: dict | None = None) -> Method:

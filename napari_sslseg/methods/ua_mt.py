@@ -22,13 +22,9 @@ from torch import nn
 from ..config import setting
 from ..networks import LastBlockSampler, dropout_layers, enable_dropout
 from ..schedules import sigmoid_rampup
+from ..uncertainty import entropy, mc_dropout
 from .base import StepContext, register
 from .mean_teacher import MeanTeacher, MeanTeacherConfig, _teacher_input
-
-
-def _predictive_entropy(mean: torch.Tensor) -> torch.Tensor:
-    """Entropy of the mean softmax of the passes, (B, 1, H, W)."""
-    return -(mean * torch.log(mean + 1e-6)).sum(dim=1, keepdim=True)
 
 
 @dataclass
@@ -59,10 +55,8 @@ class UAMT(MeanTeacher):
     def uncertainty(self, x: torch.Tensor) -> torch.Tensor:
         """Predictive entropy of the mean of T noisy dropout passes, (B, 1, H, W)."""
         enable_dropout(self.teacher, True)
-        mean = torch.zeros((), device=x.device)
-        for _ in range(self.config.mc_passes):
-            mean = mean + torch.softmax(self.teacher(_teacher_input(x, self.config.noise)).float(), dim=1)
-        return _predictive_entropy(mean / self.config.mc_passes)
+        mean, _ = mc_dropout(lambda: self.teacher(_teacher_input(x, self.config.noise)), self.config.mc_passes)
+        return entropy(mean, keepdim=True)
 
     @torch.no_grad()
     def teacher_probabilities(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,8 +65,8 @@ class UAMT(MeanTeacher):
             return super().teacher_probabilities(x)
         enable_dropout(self.teacher, True)
         target = torch.softmax(self._sampler.forward(_teacher_input(x, self.config.noise)).float(), dim=1)
-        mean = sum(torch.softmax(self._sampler.sample().float(), dim=1) for _ in range(self.config.mc_passes))
-        self._uncertainty = _predictive_entropy(mean / self.config.mc_passes)
+        mean, _ = mc_dropout(self._sampler.sample, self.config.mc_passes)
+        self._uncertainty = entropy(mean, keepdim=True)
         self._sampler.features = None
         return target
 

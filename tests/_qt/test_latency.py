@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from napari_sslseg._qt.latency import PROBE_MS, probe, stats
+from benchmarks.tools.latency import PROBE_MS, probe, stats
 
 
 def test_probe_measures_timer_lateness(qapp):
@@ -15,7 +15,7 @@ def test_probe_measures_timer_lateness(qapp):
 
 
 def test_rate_counts_steps_inside_the_window_first_to_last():
-    from napari_sslseg._qt.latency import rate_between
+    from benchmarks.tools.latency import rate_between
 
     marks = [0.5, 1.0, 1.5, 2.0, 2.5, 9.0]  # steps every 0.5 s, one long after the window
     assert rate_between(marks, 0.9, 2.6) == 2.0  # 1.0 .. 2.5: 3 intervals in 1.5 s

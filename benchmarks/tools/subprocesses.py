@@ -11,8 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import BenchConfig
-from .datasets import Dataset
+#: The repository root: the probes run as modules of benchmarks.tools from there.
+ROOT = Path(__file__).resolve().parents[2]
+
+from napari_sslseg.bench.datasets import Dataset
+
+from .config import ProbeConfig
 
 
 def save_dataset(ds: Dataset, path: Path) -> Path:
@@ -23,7 +27,7 @@ def save_dataset(ds: Dataset, path: Path) -> Path:
 def _run(cmd: list[str], out: Path, timeout: float) -> dict:
     """Run ``cmd``; its JSON report, or {"error": why}."""
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     except subprocess.TimeoutExpired:
         return {"error": f"did not finish within {timeout:.0f} s"}
     if proc.returncode != 0 or not out.exists():
@@ -32,10 +36,10 @@ def _run(cmd: list[str], out: Path, timeout: float) -> dict:
     return json.loads(out.read_text())
 
 
-def peak_memory(full: Path, cfg: BenchConfig, workdir: Path) -> dict:
+def peak_memory(full: Path, cfg: ProbeConfig, workdir: Path) -> dict:
     out = workdir / "memory.json"
     z, y, x = cfg.memory_shape
-    cmd = [sys.executable, "-m", "napari_sslseg.bench.memory", str(full), str(out), str(z), str(y), str(x),
+    cmd = [sys.executable, "-m", "benchmarks.tools.memory", str(full), str(out), str(z), str(y), str(x),
            str(cfg.memory_steps), str(cfg.threads)]
     return _run(cmd, out, timeout=600)
 
@@ -49,13 +53,13 @@ def display_prefix() -> tuple[list[str] | None, str]:
     return None, "no display and no xvfb-run: the viewer latency was not measured"
 
 
-def viewer_latency(volume: Path, cfg: BenchConfig, workdir: Path) -> dict:
+def viewer_latency(volume: Path, cfg: ProbeConfig, workdir: Path) -> dict:
     """The viewer's event-loop latency with the benchmark's volume (an npz from :func:`save_dataset`)."""
     prefix, how = display_prefix()
     if prefix is None:
         return {"error": how}
     out = workdir / "latency.json"
-    cmd = prefix + [sys.executable, "-m", "napari_sslseg._qt.latency", str(volume), str(out), str(cfg.latency_seconds),
+    cmd = prefix + [sys.executable, "-m", "benchmarks.tools.latency", str(volume), str(out), str(cfg.latency_seconds),
                     cfg.overlay_method, str(cfg.threads)]
     result = _run(cmd, out, timeout=300 + 6 * cfg.latency_seconds)
     result["display"] = how

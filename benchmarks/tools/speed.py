@@ -7,15 +7,18 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..config import TrainConfig
-from ..data import Volume
-from ..inference import predict_volume
-from ..methods import METHODS
-from ..networks import build_unet
-from ..training import Trainer
-from .config import BenchConfig
-from .datasets import Dataset
-from .protocol import evenly_spaced, labelled_extent, predict, score, scored_slices, training_volume
+from napari_sslseg.config import TrainConfig
+from napari_sslseg.data import Volume
+from napari_sslseg.events import StepEvent
+from napari_sslseg.inference import predict_volume
+from napari_sslseg.methods import METHODS
+from napari_sslseg.networks import build_unet
+from napari_sslseg.training import Trainer, input_channels
+from napari_sslseg.bench.datasets import Dataset
+from napari_sslseg.bench.datasets import labelled_extent
+from napari_sslseg.bench.protocol import evenly_spaced, predict, score, scored_slices, trainer_for
+
+from .config import ProbeConfig
 
 #: Steps left out of every timing: the first ones pay for allocations and MONAI set-up.
 WARMUP_STEPS = 3
@@ -64,38 +67,34 @@ def timed_steps(trainer: Trainer, steps: int) -> float:
     """Steps per second of ``trainer`` over ``steps`` steps after the warm-up ones."""
     marks = []
     for event in trainer.run():
-        if type(event).__name__ == "StepEvent":
+        if isinstance(event, StepEvent):
             marks.append(time.perf_counter())
             if len(marks) > WARMUP_STEPS + steps:
                 break
     return steps_per_second(marks[WARMUP_STEPS:])
 
 
-def step_rates(ds: Dataset, cfg: BenchConfig, axis: int, tick=lambda: None) -> list[StepRate]:
-    extent = labelled_extent(ds.labels, axis)
-    volume = training_volume(ds, evenly_spaced(extent, cfg.overlay_k), axis)
+def step_rates(ds: Dataset, cfg: ProbeConfig, axis: int, tick=lambda: None) -> list[StepRate]:
+    annotated = evenly_spaced(labelled_extent(ds.labels, axis), cfg.overlay_k)
     out = []
     for method in cfg.methods:
-        tc = TrainConfig(steps=WARMUP_STEPS + cfg.speed_steps + 1, threads=cfg.threads, eval_every=0)
-        trainer = Trainer([volume], method=method, config=tc, class_names=ds.class_names)
-        out.append(StepRate(method, timed_steps(trainer, cfg.speed_steps), step_description(method, tc)))
+        trainer = trainer_for(ds, annotated, axis, method, cfg.threads, steps=WARMUP_STEPS + cfg.speed_steps + 1)
+        out.append(StepRate(method, timed_steps(trainer, cfg.speed_steps), step_description(method, trainer.config)))
         tick()
     return out
 
 
-def first_overlay(ds: Dataset, cfg: BenchConfig, axis: int) -> tuple[Overlay, Trainer]:
+def first_overlay(ds: Dataset, cfg: ProbeConfig, axis: int) -> tuple[Overlay, Trainer]:
     """Train as the app would (its default step count, so its learning-rate schedule) and stop the
     clock at each check; the first check with mean Dice >= target gives the time."""
     extent = labelled_extent(ds.labels, axis)
     annotated = evenly_spaced(extent, cfg.overlay_k)
     scored = scored_slices(ds.labels.shape[axis], annotated, cfg.overlay_slice_stride)
-    tc = TrainConfig(threads=cfg.threads, eval_every=0, preview_every=0)
-    trainer = Trainer([training_volume(ds, annotated, axis)], method=cfg.overlay_method, config=tc,
-                      class_names=ds.class_names)
+    trainer = trainer_for(ds, annotated, axis, cfg.overlay_method, cfg.threads)
     result = Overlay(cfg.overlay_method, cfg.overlay_k, None, None, limit_s=cfg.overlay_limit_s, target=cfg.overlay_dice)
     clock, started = 0.0, time.perf_counter()
     for event in trainer.run():
-        if type(event).__name__ != "StepEvent" or event.step % cfg.overlay_check_every:
+        if not isinstance(event, StepEvent) or event.step % cfg.overlay_check_every:
             continue
         clock += time.perf_counter() - started
         pred = predict(trainer, slices=scored)
@@ -110,7 +109,7 @@ def first_overlay(ds: Dataset, cfg: BenchConfig, axis: int) -> tuple[Overlay, Tr
     return result, trainer
 
 
-def inference_time(trainer: Trainer, image: np.ndarray, spacing, axis: int, cfg: BenchConfig) -> InferenceTime:
+def inference_time(trainer: Trainer, image: np.ndarray, spacing, axis: int, cfg: ProbeConfig) -> InferenceTime:
     """Whole-volume prediction with MC dropout; with ``inference_slices`` set, a spread subset is
     timed and the time scaled to every slice (the cost per slice is constant)."""
     volume = Volume(image, spacing, axis=axis, name="inference")
@@ -131,7 +130,8 @@ def inference_time(trainer: Trainer, image: np.ndarray, spacing, axis: int, cfg:
         # the same weights with dropout after every convolution: what `--mc-scope all` samples in a
         # network trained with dropout_scope="all" (a default network has only the last block's)
         tc = trainer.config
-        everywhere = build_unet(model.num_classes, tc.width, tc.dropout, dropout_scope="all").to(trainer.device)
+        everywhere = build_unet(model.num_classes, tc.width, tc.dropout, in_channels=input_channels(tc, model.num_classes),
+                                dropout_scope="all").to(trainer.device)
         everywhere.load_state_dict(model.student.state_dict())
         model_all = replace(model, student=everywhere, method=None)
         every, timed_every = whole_volume_seconds(model_all, cfg.inference_all_slices, "all")

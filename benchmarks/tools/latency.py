@@ -1,6 +1,6 @@
 """Event-loop latency of a real napari viewer while training runs in a napari thread worker.
 
-Run as ``python -m napari_sslseg._qt.latency DATA.npz OUT.json SECONDS METHOD THREADS`` under a
+Run as ``python -m benchmarks.tools.latency DATA.npz OUT.json SECONDS METHOD THREADS`` under a
 display (``xvfb-run -a`` on a headless machine). DATA.npz holds the cropped benchmark volume.
 A QTimer fires every 10 ms; its lateness (time since the previous tick minus 10 ms) is what a
 user feels as a stutter. Measured with the viewer idle, then while training, and training's
@@ -39,7 +39,7 @@ def probe(app, seconds: float) -> list[float]:
 
 def rate_between(marks: list[float], start: float, end: float) -> float:
     """Steps per second from the step times that fall in [start, end], first to last (as headless)."""
-    from ..bench.speed import steps_per_second
+    from .speed import steps_per_second
 
     inside = [t for t in marks if start <= t <= end]
     if len(inside) < 2:
@@ -61,20 +61,19 @@ def main(argv: list[str]) -> int:
     import napari
     from napari.qt.threading import thread_worker
 
-    from ..bench.datasets import Dataset
-    from ..bench.protocol import evenly_spaced, labelled_extent, training_volume
-    from ..bench.speed import timed_steps
-    from ..config import TrainConfig
-    from ..training import Trainer
+    from napari_sslseg.bench.datasets import Dataset, labelled_extent
+    from napari_sslseg.bench.protocol import evenly_spaced, trainer_for, training_volume
+    from napari_sslseg.events import StepEvent
+
+    from .speed import timed_steps
 
     d = np.load(data, allow_pickle=False)
     ds = Dataset("latency", d["image"], d["labels"], tuple(float(s) for s in d["spacing"]),
                  [str(n) for n in d["class_names"]], "benchmark crop")
-    volume = training_volume(ds, evenly_spaced(labelled_extent(ds.labels, 0), 4), 0)
+    annotated = evenly_spaced(labelled_extent(ds.labels, 0), 4)
 
-    def trainer(steps: int) -> Trainer:
-        cfg = TrainConfig(steps=steps, threads=threads, eval_every=0, preview_every=0)
-        return Trainer([volume], method=method, config=cfg, class_names=ds.class_names)
+    def trainer(steps: int):
+        return trainer_for(ds, annotated, 0, method, threads, steps=steps)
 
     report = {"method": method, "seconds_per_phase": seconds}
     # headless: as many steps as fit in about the probe time, timed the same way as in the viewer
@@ -88,7 +87,7 @@ def main(argv: list[str]) -> int:
 
     viewer = napari.Viewer(show=True)
     viewer.add_image(ds.image, name="image")
-    viewer.add_labels(volume.labels, name="labels")
+    viewer.add_labels(training_volume(ds, annotated, 0).labels, name="labels")
     app = napari.qt.get_qapp()
     probe(app, 1.0)  # let the window settle
     report["idle"] = stats(probe(app, seconds))
@@ -100,7 +99,7 @@ def main(argv: list[str]) -> int:
         yield from trainer(10**6).run()
 
     worker = train_in_worker()
-    worker.yielded.connect(lambda e: steps_at.append(time.perf_counter()) if type(e).__name__ == "StepEvent" else None)
+    worker.yielded.connect(lambda e: steps_at.append(time.perf_counter()) if isinstance(e, StepEvent) else None)
     worker.start()
     probe(app, 2.0)  # warm-up steps are not timed
     t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """Peak resident memory while training on a large volume, measured in a fresh process.
 
-Run as ``python -m napari_sslseg.bench.memory DATA.npz OUT.json Z Y X STEPS THREADS``:
+Run as ``python -m benchmarks.tools.memory DATA.npz OUT.json Z Y X STEPS THREADS``:
 the volume is built from the real image and labels in DATA.npz by resampling
 slice by slice (no whole-volume float copy, so the build itself does not set the peak).
 """
@@ -45,11 +45,8 @@ def main(argv: list[str]) -> int:
     shape, steps, threads = (int(z), int(y), int(x)), int(steps), int(threads)
     report = {"shape": shape, "steps": steps}
     report["rss_start_mb"] = current_rss_mb()
-    from ..config import TrainConfig
-    from ..data import Volume
-    from ..training import Trainer
-    from .protocol import evenly_spaced, labelled_extent, training_volume
-    from .datasets import Dataset
+    from napari_sslseg.bench.datasets import Dataset, labelled_extent
+    from napari_sslseg.bench.protocol import evenly_spaced, trainer_for
 
     report["rss_after_imports_mb"] = current_rss_mb()
     d = np.load(data, allow_pickle=False)
@@ -60,8 +57,7 @@ def main(argv: list[str]) -> int:
     report["volume_mb"] = (image.nbytes + labels.nbytes) / 2**20
     report["rss_after_volume_mb"] = current_rss_mb()
     annotated = evenly_spaced(labelled_extent(labels, 0), 4)
-    trainer = Trainer([training_volume(ds, annotated, 0)], method="mean_teacher",
-                      config=TrainConfig(steps=steps, threads=threads, eval_every=0), class_names=names)
+    trainer = trainer_for(ds, annotated, 0, "mean_teacher", threads, steps=steps)
     t0 = time.perf_counter()
     for _ in trainer.run():
         pass
