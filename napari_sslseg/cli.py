@@ -260,10 +260,10 @@ def _add_pretrain_parser(sub) -> None:
     p = sub.add_parser("pretrain", help="self-supervised pre-training on images without labels")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="volumes: NIfTI, NRRD, MHA/MHD files or DICOM folders")
     p.add_argument("--out", required=True, help="output folder (pretrained.pt)")
-    p.add_argument("--objective", choices=OBJECTIVES, default="reconstruction",
-                   help="reconstruction: paint hidden blocks back (whole U-Net; default); contrastive: SimCLR on slice crops (encoder)")
+    p.add_argument("--objective", choices=OBJECTIVES, default="contrastive",
+                   help="contrastive: SimCLR on slice crops, the encoder (default); reconstruction: paint hidden blocks back, the whole U-Net")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, help="pre-training steps (default: 1000)")
+    budget.add_argument("--steps", type=int, help="pre-training steps (default: 600)")
     budget.add_argument("--time", type=float, metavar="SECONDS", help="pre-train for this many seconds")
     p.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis; default: coarsest spacing (use the training's)")
     p.add_argument("--batch", type=int, help="slices per step (default: 8)")

@@ -47,9 +47,9 @@ def test_a_stop_ends_the_run_and_the_weights_are_written(colin_unlabelled, tmp_p
 
 @pytest.fixture(scope="module")
 def pretrained(colin_unlabelled, tmp_path_factory):
-    """A reconstruction pre-training of 2 steps, written to a folder."""
+    """A reconstruction pre-training (encoder and decoder) of 2 steps, written to a folder."""
     out = tmp_path_factory.mktemp("pretrained")
-    pre = Pretrainer([colin_unlabelled], PretrainConfig(steps=2, batch=2, patch=32, threads=1))
+    pre = Pretrainer([colin_unlabelled], PretrainConfig(objective="reconstruction", steps=2, batch=2, patch=32, threads=1))
     for _ in pre.run(out):
         pass
     return out
