@@ -5,7 +5,8 @@
 
 The protocol is the benchmark's (napari_sslseg.bench.protocol): k annotated slices evenly spaced
 through the labelled extent along axis 0, every unannotated slice of the volume scored (Dice).
-Each call appends one JSON line, so stages can run one at a time on a loaded machine.
+Each call appends one JSON line, so stages can run one at a time on a loaded machine. The lines of
+the run in README.md (Pre-training) are in benchmarks/results/pretrain_gain_colin27*.jsonl.
 """
 
 from __future__ import annotations
