@@ -1,4 +1,4 @@
-"""Command line: ``napari-sslseg methods | train | propagate | predict | bench``."""
+"""Command line: ``napari-sslseg methods | pretrain | train | propagate | predict | bench``."""
 
 from __future__ import annotations
 
@@ -174,7 +174,8 @@ def _train(args, trainer_class=None) -> int:
     names = args.class_names.split(",") if args.class_names else None
     from .training import Trainer
 
-    trainer = (trainer_class or Trainer)(volumes, args.method, config, options, names, resume=resume, checkpoint=out / checkpoint.FILENAME)
+    trainer = (trainer_class or Trainer)(volumes, args.method, config, options, names, resume=resume,
+                                         checkpoint=out / checkpoint.FILENAME, init=args.init)
     print(
         (f"Resuming '{trainer.method_name}' at step {trainer.step}" if resume else f"Training '{trainer.method_name}'")
         + f" on {len(trainer.pool.labelled)} annotated slices "
@@ -267,6 +268,77 @@ def _show(event, bar, trainer, timed: bool) -> None:
     elif isinstance(event, FinishedEvent):
         bar.close()
         print(f"{event.reason} after {event.step} steps in {event.seconds:.1f} s", flush=True)
+
+
+def cmd_pretrain(args) -> int:
+    """Self-supervised pre-training on images without labels (:mod:`napari_sslseg.pretrain`)."""
+    from tqdm import tqdm
+
+    from .config import validate
+    from .data import Volume
+    from .errors import InputError
+    from .events import CheckpointEvent, FinishedEvent, StepEvent
+    from .io import check_writable, read_volume
+    from .pretrain import PretrainConfig, Pretrainer
+
+    if args.time is not None and args.time <= 0:
+        raise InputError(f"--time takes seconds of pre-training, more than 0; got {args.time:g}.")
+    steps = args.steps if args.steps is not None else (1_000_000 if args.time else PretrainConfig.steps)
+    config = PretrainConfig(objective=args.objective, steps=steps, time_budget=args.time or 0.0, seed=args.seed,
+                            device=args.device, threads=args.threads)
+    if args.batch is not None:
+        config.batch = args.batch
+    validate(config)
+    window = _parse_window(args.window)
+    out = check_writable(args.out)
+    volumes = []
+    for path in args.images:
+        arr, g = read_volume(path, args.channel)
+        volumes.append(Volume(arr, g.spacing_zyx, axis=args.axis, name=Path(path).name, window=window))
+    pre = Pretrainer(volumes, config)
+    print(f"Pre-training ({config.objective}) on {len(pre.items)} slices of {len(volumes)} volume(s) "
+          f"along axis {volumes[0].axis}, on {pre.device}.", flush=True)
+    timed = config.time_budget > 0
+    bar = tqdm(total=config.time_budget if timed else config.steps, unit="s" if timed else "step", dynamic_ncols=True,
+               disable=args.quiet, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{postfix}]" if timed else None)
+    written = None
+    with _stop_on_signals(pre) as received:
+        for event in pre.run(out):
+            if isinstance(event, StepEvent):
+                bar.update(min(pre.train_seconds, config.time_budget) - bar.n if timed else 1)
+                bar.set_postfix(step=event.step, loss=f"{event.losses['total']:.3f}", refresh=False)
+            elif isinstance(event, CheckpointEvent):
+                written = event.path
+            elif isinstance(event, FinishedEvent):
+                bar.close()
+                print(f"{event.reason} after {event.step} steps in {event.seconds:.1f} s", flush=True)
+    if written is None:
+        print("napari-sslseg: stopped before the first step; nothing written", file=sys.stderr)
+        return 130 if received else 1
+    print(f"pre-trained weights written to {written}; train from them with --init {out}")
+    return 0
+
+
+def _add_pretrain_parser(sub) -> None:
+    from .pretrain import OBJECTIVES
+
+    p = sub.add_parser("pretrain", help="self-supervised pre-training on images without labels")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="volumes: NIfTI, NRRD, MHA/MHD files or DICOM folders")
+    p.add_argument("--out", required=True, help="output folder (pretrained.pt)")
+    p.add_argument("--objective", choices=OBJECTIVES, default="contrastive",
+                   help="contrastive: SimCLR on slice crops, the encoder (default); reconstruction: paint hidden blocks back, the whole U-Net")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="pre-training steps (default: 600)")
+    budget.add_argument("--time", type=float, metavar="SECONDS", help="pre-train for this many seconds")
+    p.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis; default: coarsest spacing (use the training's)")
+    p.add_argument("--batch", type=int, help="slices per step (default: 8)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    p.add_argument("--channel", type=int, help="channel to use from a multichannel or 4D image")
+    p.add_argument("--window", metavar="LOW,HIGH", help="fixed intensity window (use the training's)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_pretrain)
 
 
 def cmd_predict(args) -> int:
@@ -423,8 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue training from a model folder or file; alone, from the checkpoint in --out "
                         "(written every --checkpoint-every steps, and on Ctrl-C, termination or an error). "
                         "The method and its options stay the model's; --steps counts the steps already done")
+    t.add_argument("--init", metavar="PRETRAINED",
+                   help="start from pre-trained weights: a folder written by 'napari-sslseg pretrain' or its pretrained.pt")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+    _add_pretrain_parser(sub)
 
     g = sub.add_parser("propagate", help="interpolate the annotated slices to every slice, no training (seconds)")
     g.add_argument("image", help="volume: NIfTI, NRRD, MHA/MHD file or DICOM folder (its grid is written)")

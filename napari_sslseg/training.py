@@ -157,6 +157,8 @@ class Trainer:
             and ``config.checkpoint_seconds`` seconds, at the end of the run (completed or
             stopped), when the run is closed mid-way, and after a failure (the last state);
             None = only by :meth:`save`.
+        init: pre-trained weights to start from (a folder or file of ``napari-sslseg pretrain``, or
+            its loaded payload; :func:`napari_sslseg.pretrain.start_from`), not with ``resume``.
     """
 
     def __init__(
@@ -168,8 +170,11 @@ class Trainer:
         class_names: Sequence[str] | None = None,
         resume: dict | None = None,
         checkpoint: str | Path | None = None,
+        init: str | Path | dict | None = None,
     ):
         self.config = config = validate(config or TrainConfig())
+        if init is not None and resume is not None:
+            raise InputError("A resumed training continues its own weights; start from pre-trained ones in a new training only.")
         if resume is not None:
             method, method_options = resumed_method(resume, method, method_options, config)
         method = method or "mean_teacher"
@@ -202,6 +207,11 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed)
         self.model = build_unet(num_classes, config.width, config.dropout, in_channels=input_channels(config, num_classes),
                                 dropout_scope=config.dropout_scope).to(self.device)
+        if init is not None:  # before the method copies the student (an EMA teacher starts from the same weights)
+            from . import pretrain
+
+            payload = init if isinstance(init, dict) else pretrain.load(init)
+            self.notes.append(pretrain.start_from(self.model, payload, config.width, config.context))
         self.method_name = method
         self.method = create_method(method, self.model, num_classes, method_options).to(self.device)
         # the student and any network the method co-trains with it (CPS's second network)
