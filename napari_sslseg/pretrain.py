@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Generator, Sequence
 
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import atomic
-from .config import DROPOUT_SCOPES, dataclass_from_dict, setting, validate
+from .config import DROPOUT_SCOPES, setting, validate
 from .data import Volume, resample_slice, target_size
 from .devices import pick_device
 from .errors import CheckpointError, InputError
@@ -84,6 +84,12 @@ class PretrainConfig:
     seed: int = setting(0, 0, 2**32 - 2)  # seeds torch and numpy; CPU runs repeat exactly
     device: str = "auto"  # "auto" = CUDA, else MPS, else CPU; or a torch device string
     threads: int = setting(0, 0)  # torch CPU threads; 0 = torch's default
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PretrainConfig":
+        """The settings of a saved file; names this version does not know are left out."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def image_channels(config) -> int:
@@ -362,7 +368,7 @@ def _verify(payload, path: Path) -> None:
     if not isinstance(weights, dict) or not weights or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         refuse("it holds no network weights")
     try:
-        cfg = validate(dataclass_from_dict(PretrainConfig, payload.get("config") or {}))
+        cfg = validate(PretrainConfig.from_dict(payload.get("config") or {}))
         with torch.device("meta"):
             want = build_unet(1, cfg.width, cfg.dropout, in_channels=image_channels(cfg),
                               dropout_scope=cfg.dropout_scope).state_dict()
@@ -376,7 +382,7 @@ def _verify(payload, path: Path) -> None:
 
 
 def pretrained_config(payload: dict) -> PretrainConfig:
-    return dataclass_from_dict(PretrainConfig, payload.get("config") or {})
+    return PretrainConfig.from_dict(payload.get("config") or {})
 
 
 def start_from(net: nn.Module, payload: dict, width: int, context: int) -> str:

@@ -12,10 +12,14 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ["colin27-whole", "colin27-whole-quick", "colin27-whole-600s", "brain1-whole", "breast1-whole", "colin27", "colin27-teacher-predicts", "colin27-dropout-all", "colin27-600steps", "colin27-quick", "mni152",
+RUNS = ["colin27-whole-r3", "colin27-whole", "colin27-whole-quick", "colin27-whole-600s", "brain1-whole", "breast1-whole", "colin27", "colin27-teacher-predicts", "colin27-dropout-all", "colin27-600steps", "colin27-quick", "mni152",
         "mni152-quick"]
 #: what a section's own results.md cannot say about its run
 NOTES = {
+    "colin27-whole-r3": "the third round's step-budget table (annotated slices drawn balanced by class), made while "
+    "other work kept the machine at load 6-8, so no time axis; steps do not depend on load. The full-supervision "
+    "row is now a network trained on every slice for 2000 steps without the prior: 0.727, where it predicted "
+    "nothing before (0.000, the second round below).",
     "colin27-whole": "the second round (registered prior, nearby prior input). Its 'full supervision' row (0.000) is "
     "a network trained on every slice without the prior for 600 steps (1 thread, beside another training): it "
     "predicts no structure yet (300 steps with 2 threads: none either); a converged ceiling on a whole volume needs "
