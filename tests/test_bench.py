@@ -181,7 +181,8 @@ def test_quick_smoke_run_on_the_sample(tmp_path, extra):
     ] + extra)
     assert run(args) == 0
     md = (tmp_path / "results.md").read_text()
-    assert "| supervised |" in md and "full supervision" in md
+    # --quick leaves the ceiling out: from scratch it needs thousands of steps
+    assert "| supervised |" in md and "full supervision" not in md
     if extra:
         assert "cropped (`--crop`) to the labelled box + 8 voxels" in md and "(no training)" not in md
     else:
