@@ -39,10 +39,14 @@ def _config(steps):
 
 
 def _train(trainer_class, method, steps):
+    from napari_sslseg.events import EvalEvent
+
     trainer = trainer_class(_volumes(), method, _config(steps))
-    for _ in trainer.run():
-        pass
-    state = {"student": trainer.model.state_dict(), "dice": trainer.last_dice,
+    dice = None
+    for event in trainer.run():
+        if isinstance(event, EvalEvent):
+            dice = event.mean_dice  # the last: the Dice at the end of the run
+    state = {"student": trainer.model.state_dict(), "dice": dice,
              **{k: m.state_dict() for k, m in trainer.method.extra_models().items()}}
     return trainer, state
 
