@@ -272,6 +272,7 @@ class Prior:
     _whole: dict = field(repr=False, default_factory=dict)  # (slice, class) -> the class as one piece
     _flow: _Flow | None = field(repr=False, default=None)  # the image's slice-to-slice registration, if given
     _cache: dict = field(repr=False, default_factory=dict)  # slice -> its probabilities, uint8 x255
+    cache_limit: int | None = None  # most slices kept in that cache (the oldest go first); None = every slice
     warnings: list[str] = field(default_factory=list)  # where the prior will be weak, in words
 
     @property
@@ -361,6 +362,8 @@ class Prior:
         fg[0] = np.clip(1.0 - fg[1:].max(axis=0), 1e-3, None) if self.num_classes > 1 else 1.0
         fg /= fg.sum(axis=0, keepdims=True)
         self._cache[s] = (fg * 255 + 0.5).astype(np.uint8)  # training asks for a slice many times
+        if self.cache_limit is not None and len(self._cache) > self.cache_limit:
+            self._cache.pop(next(iter(self._cache)))
         return fg
 
     def slice_confidence(self, s: int, probabilities: np.ndarray | None = None) -> np.ndarray:

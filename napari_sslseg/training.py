@@ -77,6 +77,8 @@ _PRIOR_NEARBY = 0.5
 _NEARBY_REACH = 0.5
 #: Annotated volumes up to which the priors register slices (above: shape interpolation only, see Trainer).
 _REGISTERED_SCANS = 4
+#: Slices each scan's prior keeps computed in such a cohort (without registration a slice costs milliseconds).
+_COHORT_PRIOR_SLICES = 16
 
 
 def input_channels(config: TrainConfig, num_classes: int) -> int:
@@ -227,6 +229,9 @@ class Trainer:
         if config.prior_weight > 0 or config.prior_input:
             self.priors = {i: v.prior(num_classes, self.class_names, register=self._register_priors)
                            for i, v in enumerate(self.pool.volumes) if v.annotated}
+            if not self._register_priors:  # a cohort: each scan's prior keeps a few slices, not every one seen
+                for p in self.priors.values():
+                    p.cache_limit = _COHORT_PRIOR_SLICES
         self._use_prior = bool(self.priors)  # fixed for the run: the unlabelled crops carry the prior or not
         crop_by = "label" if config.foreground_crops else None
         l_keys = ["image", "label"] + (["prior"] if config.prior_input else [])
@@ -305,6 +310,8 @@ class Trainer:
                     self.priors[cmd.volume_index] = vol.prior(self.num_classes, self.class_names,
                                                               previous=self.priors.get(cmd.volume_index),
                                                               register=self._register_priors)
+                    if not self._register_priors:
+                        self.priors[cmd.volume_index].cache_limit = _COHORT_PRIOR_SLICES
                 else:
                     self.priors.pop(cmd.volume_index, None)
         except InputError as exc:

@@ -131,7 +131,7 @@ def test_a_cohort_of_many_annotated_scans_interpolates_its_priors_without_regist
     rng = np.random.default_rng(0)
 
     def scan(i):
-        image = rng.normal(0, 1, (12, 24, 24)).astype(np.float32)
+        image = rng.normal(0, 1, (40, 24, 24)).astype(np.float32)
         labels = np.zeros(image.shape, np.uint8)
         labels[[3, 8], 8:16, 8:16] = 1
         return Volume(image, labels=labels, annotated=[3, 8], name=f"scan{i}")
@@ -141,3 +141,9 @@ def test_a_cohort_of_many_annotated_scans_interpolates_its_priors_without_regist
     assert all(p._flow is not None for p in few.priors.values())
     many = Trainer([scan(i) for i in range(_REGISTERED_SCANS + 1)], "supervised", cfg)
     assert all(p._flow is None for p in many.priors.values())
+    # and each scan's prior keeps a bounded number of slices computed, not every one training visits
+    prior = many.priors[0]
+    for s in range(prior.num_slices):
+        prior.slice_probabilities(s)
+    assert 0 < len(prior._cache) <= prior.cache_limit < prior.num_slices - 2
+    assert few.priors[0].cache_limit is None
