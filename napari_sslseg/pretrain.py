@@ -46,7 +46,7 @@ from .devices import pick_device
 from .errors import CheckpointError, InputError
 from .events import CheckpointEvent, FinishedEvent, StepEvent, Stop
 from .networks import build_unet
-from .schedules import poly_lr
+from .schedules import poly_lr, projected_steps
 
 FORMAT = "napari-sslseg/pretrained"
 VERSION = 1
@@ -249,11 +249,7 @@ class Pretrainer:
     def total_steps(self) -> int:
         """``config.steps``, or under a time budget the steps it is projected to hold (what the
         learning-rate schedule counts towards)."""
-        cfg = self.config
-        if cfg.time_budget <= 0 or self.step == 0 or self.train_seconds <= 0:
-            return cfg.steps
-        projected = int(round(self.step * cfg.time_budget / self.train_seconds))
-        return int(min(cfg.steps, max(self.step + 1, projected)))
+        return projected_steps(self.config.steps, self.config.time_budget, self.step, self.train_seconds)
 
     def time_spent(self) -> bool:
         return self.config.time_budget > 0 and self.train_seconds >= self.config.time_budget

@@ -60,7 +60,7 @@ from .metrics import dice_per_class
 from .methods import METHODS, StepContext, create_method, method_config, student_pass, supervised_loss
 from .networks import build_unet
 from .prior import Prior
-from .schedules import poly_lr
+from .schedules import poly_lr, projected_steps
 
 #: Annotated slices scored at each evaluation, at most (Dice on what the user painted).
 _EVAL_SLICES = 32
@@ -227,11 +227,7 @@ class Trainer:
         # annotated scans, most of it registration, and its displacement fields grow with every slice seen
         self._register_priors = sum(bool(v.annotated) for v in self.pool.volumes) <= _REGISTERED_SCANS
         if config.prior_weight > 0 or config.prior_input:
-            self.priors = {i: v.prior(num_classes, self.class_names, register=self._register_priors)
-                           for i, v in enumerate(self.pool.volumes) if v.annotated}
-            if not self._register_priors:  # a cohort: each scan's prior keeps a few slices, not every one seen
-                for p in self.priors.values():
-                    p.cache_limit = _COHORT_PRIOR_SLICES
+            self.priors = {i: self._prior(v) for i, v in enumerate(self.pool.volumes) if v.annotated}
         self._use_prior = bool(self.priors)  # fixed for the run: the unlabelled crops carry the prior or not
         crop_by = "label" if config.foreground_crops else None
         l_keys = ["image", "label"] + (["prior"] if config.prior_input else [])
@@ -307,11 +303,7 @@ class Trainer:
             if self._use_prior:
                 self._left_out.clear()
                 if vol.annotated:
-                    self.priors[cmd.volume_index] = vol.prior(self.num_classes, self.class_names,
-                                                              previous=self.priors.get(cmd.volume_index),
-                                                              register=self._register_priors)
-                    if not self._register_priors:
-                        self.priors[cmd.volume_index].cache_limit = _COHORT_PRIOR_SLICES
+                    self.priors[cmd.volume_index] = self._prior(vol, previous=self.priors.get(cmd.volume_index))
                 else:
                     self.priors.pop(cmd.volume_index, None)
         except InputError as exc:
@@ -320,6 +312,14 @@ class Trainer:
             self._slices_by_class = None
             return MessageEvent(self.step, "warning", f"New labels not used: {exc}")
         return AnnotationsEvent(self.step, cmd.volume_index, list(vol.annotated))
+
+    def _prior(self, vol: Volume, previous: Prior | None = None) -> Prior:
+        """``vol``'s propagation prior (reusing ``previous``'s registrations where they apply); in a
+        cohort, without registration and keeping a few slices, not every one training visits."""
+        prior = vol.prior(self.num_classes, self.class_names, previous=previous, register=self._register_priors)
+        if not self._register_priors:
+            prior.cache_limit = _COHORT_PRIOR_SLICES
+        return prior
 
     def _take_label_values(self, vol: Volume) -> None:
         """Bring ``vol``'s labels from the user's values to classes, where they differ; a value
@@ -436,11 +436,7 @@ class Trainer:
     def total_steps(self) -> int:
         """Steps the run will take: ``config.steps``, or under a time budget the steps the budget
         is projected to hold at the speed so far (what the schedules and ramps count towards)."""
-        cfg = self.config
-        if cfg.time_budget <= 0 or self.step == 0 or self.train_seconds <= 0:
-            return cfg.steps
-        projected = int(round(self.step * cfg.time_budget / self.train_seconds))
-        return int(min(cfg.steps, max(self.step + 1, projected)))
+        return projected_steps(self.config.steps, self.config.time_budget, self.step, self.train_seconds)
 
     def prior_weight(self) -> float:
         """The prior term's weight now: ``prior_weight``, falling linearly to ``prior_decay`` of it."""
