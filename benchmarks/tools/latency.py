@@ -1,7 +1,9 @@
 """Event-loop latency of a real napari viewer while training runs in a napari thread worker.
 
-Run as ``python -m benchmarks.tools.latency DATA.npz OUT.json SECONDS METHOD THREADS`` under a
-display (``xvfb-run -a`` on a headless machine). DATA.npz holds the cropped benchmark volume.
+Run as ``python -m benchmarks.tools.latency DATA.npz OUT.json SECONDS METHOD THREADS [HEADLESS_THREADS [BUSY]]``
+under a display (``xvfb-run -a`` on a headless machine); HEADLESS_THREADS (default THREADS) is what
+the headless run it is compared with uses (the command line takes every core, the panel one fewer),
+BUSY=1 keeps one other CPU-bound process running throughout (a machine that is doing something else). DATA.npz holds the cropped benchmark volume.
 A QTimer fires every 10 ms; its lateness (time since the previous tick minus 10 ms) is what a
 user feels as a stutter. Measured with the viewer idle, then while training, and training's
 steps per second are compared with the same training run headless in this process, before and
@@ -56,8 +58,23 @@ def stats(lateness: list[float]) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    data, out, seconds, method, threads = argv
+    data, out, seconds, method, threads, *rest = argv
     seconds, threads = float(seconds), int(threads)
+    headless_threads = int(rest[0]) if rest else threads
+    busy = bool(int(rest[1])) if len(rest) > 1 else False
+    other = None
+    if busy:
+        import subprocess
+
+        other = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        return _measure(data, out, seconds, method, threads, headless_threads, busy)
+    finally:
+        if other is not None:
+            other.kill()
+
+
+def _measure(data, out, seconds: float, method: str, threads: int, headless_threads: int, busy: bool) -> int:
     import napari
     from napari.qt.threading import thread_worker
 
@@ -72,16 +89,17 @@ def main(argv: list[str]) -> int:
                  [str(n) for n in d["class_names"]], "benchmark crop")
     annotated = evenly_spaced(labelled_extent(ds.labels, 0), 4)
 
-    def trainer(steps: int):
+    def trainer(steps: int, threads: int = threads):
         return trainer_for(ds, annotated, 0, method, threads, steps=steps)
 
-    report = {"method": method, "seconds_per_phase": seconds}
+    report = {"method": method, "seconds_per_phase": seconds, "threads": threads,
+              "headless_threads": headless_threads, "busy": busy}
     # headless: as many steps as fit in about the probe time, timed the same way as in the viewer
-    rough = timed_steps(trainer(20), 5)
+    rough = timed_steps(trainer(20, headless_threads), 5)
     n = max(5, int(rough * seconds))
 
     def headless() -> float:
-        return timed_steps(trainer(n + 10), n)
+        return timed_steps(trainer(n + 10, headless_threads), n)
 
     report["headless_before"] = headless()
 
