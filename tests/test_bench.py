@@ -246,8 +246,9 @@ def test_quick_and_default_budgets():
 
     d = config_from_args(parse(SAMPLE_ARGS))
     assert d.times == [15, 30, 60, 120] and d.timed_methods() == d.methods and not d.guidance and d.steps == 120
-    # every registered method, those without unannotated slices (the baselines) first
-    assert sorted(d.methods) == sorted(METHODS) and d.methods[0] == "supervised"
+    # the annotated-slices-only baseline, then every registered method, those without unannotated
+    # slices (the baselines) first
+    assert d.methods[0] == "annotated_only" and sorted(d.methods[1:]) == sorted(METHODS) and d.methods[1] == "supervised"
     q = config_from_args(parse(SAMPLE_ARGS + ["--quick"]))
     assert q.times == [15, 30, 60] and q.timed_methods() == ["supervised", "mean_teacher"] and q.score_stride == 3
     assert q.steps == 20 and config_from_args(parse(SAMPLE_ARGS + ["--quick", "--steps", "40"])).steps == 40
@@ -412,3 +413,20 @@ def test_time_axis_on_a_tiny_budget_scores_the_whole_volume():
         assert all(p.seconds >= p.target and p.step >= 1 for p in r.points)
         assert set(r.points[0].scores.dice) == set(ds.class_names[1:])
         assert all(0.0 <= p.scores.mean_dice <= 1.0 for p in r.points)
+
+
+def test_the_annotated_only_row_trains_supervised_without_the_prior():
+    """The literature's supervised baseline: the annotated slices alone, no prior as input or target
+    (the registered ``supervised`` has both), so its prediction is the network's own."""
+    from napari_sslseg.bench.config import method_settings
+    from napari_sslseg.bench.datasets import Dataset
+    from napari_sslseg.bench.protocol import trainer_for
+
+    z, y, x = np.mgrid[0:12, 0:32, 0:32]
+    labels = (((y - 16) ** 2 + (x - 16) ** 2) < 36).astype(np.uint8)
+    ds = Dataset("disc", (labels * 100).astype(np.float32), labels, (1.0, 1.0, 1.0), ["background", "disc"], "synthetic")
+    method, settings = method_settings("annotated_only")
+    alone = trainer_for(ds, [2, 9], 0, method, steps=1, **settings)
+    assert method == "supervised" and not alone.priors and not alone.config.prior_input and alone.prior_weight() == 0
+    assert trainer_for(ds, [2, 9], 0, "supervised", steps=1).priors  # the registered method has the prior
+    assert method_settings("mean_teacher") == ("mean_teacher", {})

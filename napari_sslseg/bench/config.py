@@ -9,11 +9,27 @@ from dataclasses import dataclass, field, replace
 QUICK_TIME_METHODS = ("supervised", "mean_teacher")
 
 
+#: Rows that are a registered method with other settings, by row name: (method, TrainConfig fields).
+#: ``annotated_only`` is the supervised baseline of the literature, trained on the annotated slices
+#: alone: without the propagation prior as input or as a target on unannotated slices (the registered
+#: ``supervised`` has both, so it too learns from unannotated slices). What semi-supervision must beat.
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "annotated_only": ("supervised", {"prior_input": False, "prior_weight": 0.0}),
+}
+
+
+def method_settings(row: str) -> tuple[str, dict]:
+    """The registered method and the TrainConfig fields behind a row of the tables."""
+    method, settings = VARIANTS.get(row, (row, {}))
+    return method, dict(settings)
+
+
 def registered_methods() -> list[str]:
-    """Every registered method, those that learn from annotated slices alone first (the baselines of the table)."""
+    """The rows of the tables: the annotated-slices-only baseline, then every registered method,
+    those that learn from annotated slices alone first (the baselines of the table)."""
     from ..methods import METHODS
 
-    return sorted(METHODS, key=lambda name: (METHODS[name].uses_unlabelled, name))
+    return list(VARIANTS) + sorted(METHODS, key=lambda name: (METHODS[name].uses_unlabelled, name))
 
 
 @dataclass

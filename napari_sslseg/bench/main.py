@@ -17,7 +17,7 @@ from ..config import TrainConfig
 from ..errors import InputError
 from ..methods import method_config
 from . import report
-from .config import BenchConfig
+from .config import VARIANTS, BenchConfig
 from .datasets import Dataset, crop_to_labels, labelled_extent, load_pair, parse_label_map
 from .runner import (baseline_ks, run_accuracy, run_baseline_rows, run_time_axis, time_trainings_planned,
                      trainings_planned)
@@ -204,7 +204,10 @@ def train_config_line() -> str:
     if getattr(tc, "prior_weight", 0) > 0:
         words.append(f"propagation-prior term on unannotated slices, weight {tc.prior_weight:g} falling to "
                      f"{tc.prior_weight * getattr(tc, 'prior_decay', 1.0):g} (every method, supervised included)")
-    return "default TrainConfig (" + ", ".join(words) + ")"
+    line = "default TrainConfig (" + ", ".join(words) + ")"
+    for row, (method, settings) in VARIANTS.items():
+        line += f"; `{row}`: `{method}` with " + ", ".join(f"{k}={v}" for k, v in settings.items())
+    return line
 
 
 def budget_line(cfg: BenchConfig, res, timeline) -> str:
