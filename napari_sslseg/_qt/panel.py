@@ -110,9 +110,11 @@ class TrainingPanel(QWidget):
         self.training.pause_button.text = "Resume" if paused else "Pause"
 
     def stop(self, *_) -> None:
-        if self.session is not None:
+        if self.running:
             self.session.stop()
-            self.training.status.value = "Stopping after this step…"
+            config = self.trainer.config
+            self.training.stopping(in_step=not self.session.paused, preview=bool(config.preview_every),
+                                   save=self.trainer.checkpoint_path is not None)
 
     def _send_labels(self, indices) -> None:
         if not self.running:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from napari_sslseg._qt.panel import TrainingPanel
+from napari_sslseg.events import StepEvent
 from napari_sslseg.training import Trainer
 
 #: Small enough for a shared 2-core CPU: seconds per training.
@@ -181,6 +182,43 @@ def test_closing_the_panel_stops_training(setup, qtbot):
     panel.shutdown()
     assert not session.worker.is_running
     assert panel.trainer.step < 5000
+
+
+def test_stop_says_what_is_left_and_how_long_it_takes():
+    from napari_sslseg._qt.training_widget import Timings
+    from napari_sslseg.events import CheckpointEvent, EvalEvent, PreviewEvent, StepEvent
+
+    now = [0.0]
+    timings = Timings(clock=lambda: now[0])
+    assert timings.stopping(True, False, True) == (
+        "Stopping: the current step, final evaluation and save to go.")  # nothing timed: no number
+    for t, event in [(0.0, StepEvent(10, 100, {}, {}, 1e-3, 0.5, 180.0)),  # 2 s a step
+                     (3.0, EvalEvent(10, {}, 0.5)),  # 3 s of evaluation
+                     (7.0, PreviewEvent(10, 0, None)),  # 4 s of prediction
+                     (7.5, CheckpointEvent(10, "x.pt"))]:
+        now[0] = t
+        timings.on_event(event)
+    assert timings.stopping(True, True, True) == (
+        "Stopping: the current step, final evaluation, prediction and save to go, about 10 s.")
+    assert timings.stopping(False, False, False) == "Stopping: final evaluation to go, about 3 s."  # paused
+
+
+def test_stop_says_it_is_stopping_until_it_has_stopped(setup, qtbot):
+    viewer, panel = setup
+    panel.training.settings["eval_every"].value = 0  # the final evaluation is the run's first
+    session = _train(qtbot, panel, steps=5000)
+    qtbot.waitUntil(lambda: panel.trainer.step >= 2, timeout=60_000)
+    seen = []  # the status after each event the panel handled
+    session.worker.yielded.connect(lambda event: seen.append((type(event).__name__, panel.training.status.value)))
+    panel.training.stop_button.native.click()
+    step = panel.training.timings.seconds[StepEvent]  # measured
+    about = f"about {step:.0f} s" if step >= 1 else "under a second"
+    assert panel.training.status.value == (f"Stopping: the current step, final evaluation and save to go, {about} "
+                                           "and the final evaluation and save (not timed yet).")
+    qtbot.waitUntil(lambda: not session.running, timeout=60_000)
+    assert seen[-1][0] == "FinishedEvent" and seen[-1][1].startswith(f"Training stopped after {panel.trainer.step} steps")
+    assert all(status.startswith("Stopping: ") for _, status in seen[:-1])  # the step that ended after Stop too
+    assert {"EvalEvent", "CheckpointEvent"} <= {kind for kind, _ in seen}  # what it said was left
 
 
 def test_stop_saves_and_the_panel_offers_to_continue(setup, qtbot):
