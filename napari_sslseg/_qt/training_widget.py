@@ -103,6 +103,11 @@ class TrainingSection:
         self._resume_help = ("Training saves its state on Stop, on an error, when napari closes and every few minutes; "
                              "continue it from there with its method and options")
         self.resume.tooltip = self._resume_help
+        # off by default: the CPU (or GPU) works from the moment an image is chosen, unasked, and a
+        # pre-training stopped within 100 steps gained nothing measurable (README, Pre-training)
+        self.pretrain = CheckBox(text="Pre-train while I paint", value=False)
+        self.pretrain.tooltip = ("From the moment the image is chosen, train the network on the image alone (no label "
+                                 "read) until Train is pressed; training then starts from these weights")
         self.train_button = PushButton(text="Train [t]", tooltip="Train, or stop a running training (key t)")
         self.pause_button = PushButton(text="Pause", enabled=False)
         self.stop_button = PushButton(text="Stop [t]", enabled=False)
@@ -112,7 +117,7 @@ class TrainingSection:
         self.plot = LivePlot()
         self.timings = Timings()
         self.is_stopping = False  # Stop was pressed: the status says so until the run ends
-        self.box = group("Training", main, self.advanced_toggle, self.advanced, self.resume, buttons, self.status, self.plot)
+        self.box = group("Training", main, self.advanced_toggle, self.advanced, self.resume, self.pretrain, buttons, self.status, self.plot)
 
     def _device_choice(self) -> None:
         """The device as a choice of the devices this machine has, not free text."""

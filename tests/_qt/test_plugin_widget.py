@@ -393,3 +393,60 @@ def test_controls_have_labels_and_the_device_is_a_choice(setup):
     assert isinstance(device, ComboBox) and device.value == "auto"
     assert device.choices[:2] == ("auto", "cpu")
     assert panel.training.config().device == "auto"
+
+
+def test_pretraining_runs_while_painting_and_training_starts_from_it(setup, qtbot):
+    viewer, panel = setup
+    assert not panel.training.pretrain.value and panel.pretraining.run is None  # off unless asked for
+    panel.training.pretrain.native.click()
+    run = panel.pretraining.run
+    assert run is not None and run.image is viewer.layers["colin27 T1"]
+    qtbot.waitUntil(lambda: run.pretrainer.step >= 2, timeout=60_000)
+    qtbot.waitUntil(lambda: panel.training.status.value.startswith("Pre-training the network on colin27 T1 while you paint: step"),
+                    timeout=10_000)
+    assert run.worker.is_running
+    panel.training.settings["steps"].value = 2
+    panel.training.settings["preview_every"].value = 0
+    panel.training.train_button.native.click()
+    assert not run.worker.is_running  # stopped the moment Train was pressed
+    steps = run.pretrainer.step
+    assert steps >= 2 and panel.pretraining.state["step"] == steps
+    assert f"Started from weights pre-trained (contrastive, {steps} steps)" in " ".join(panel.trainer.notes)
+    qtbot.waitUntil(lambda: not panel.session.running, timeout=60_000)
+    assert run.pretrainer.step == steps  # no step after Train
+    assert panel.training.status.value.startswith("Training completed after 2 steps")
+
+
+def test_pretraining_follows_the_image_and_stops_with_the_panel(setup, qtbot):
+    viewer, panel = setup
+    panel.training.pretrain.value = True
+    first = panel.pretraining.run
+    qtbot.waitUntil(lambda: first.pretrainer.step >= 1, timeout=60_000)
+    other = viewer.add_image(viewer.layers["colin27 T1"].data[60:100, 40:140, 40:140], name="other")
+    panel.data.image.value = other
+    second = panel.pretraining.run
+    assert second is not first and second.image is other
+    qtbot.waitUntil(lambda: not first.worker.is_running, timeout=30_000)  # the first leaves after its step
+    qtbot.waitUntil(lambda: second.pretrainer.step >= 1, timeout=60_000)
+    assert "on other" in panel.training.status.value
+    _dock_of(panel).title.close_button.click()  # the dock's x
+    assert panel.closed and not second.worker.is_running
+
+
+def test_a_pretraining_error_is_a_notification_and_training_starts_from_scratch(setup, qtbot, monkeypatch):
+    from napari_sslseg.pretrain import Pretrainer
+
+    viewer, panel = setup
+    errors = []
+    monkeypatch.setattr("napari_sslseg._qt.notify.show_error", errors.append)
+
+    def broken(self):
+        raise RuntimeError("out of memory, say")
+
+    monkeypatch.setattr(Pretrainer, "train_step", broken)
+    panel.training.pretrain.value = True
+    qtbot.waitUntil(lambda: bool(errors), timeout=30_000)
+    assert errors == ["Pre-training failed: RuntimeError: out of memory, say. Training will start from scratch."]
+    assert panel.training.status.value == "Pre-training failed; Train starts from scratch."
+    _train(qtbot, panel, steps=1, finish=True)
+    assert not any("pre-trained" in note for note in panel.trainer.notes)
