@@ -33,6 +33,10 @@ def saved_run(image) -> Path:
 AFTER_STOP = (("final evaluation", EvalEvent), ("prediction", PreviewEvent), ("save", CheckpointEvent))
 
 
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 class Timings:
     """How long the last step, evaluation, prediction and save of a run took.
 
@@ -70,17 +74,16 @@ class Timings:
                  if kind is EvalEvent or (kind is PreviewEvent and preview) or (kind is CheckpointEvent and save)]
         if not todo:
             return "Stopping…"
-        timed = [self.seconds[kind] for _, kind in todo if kind in self.seconds]
+        timed = [name for name, kind in todo if kind in self.seconds]
         untimed = [name for name, kind in todo if kind not in self.seconds]
-        names = [name for name, _ in todo]
-        what = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-        text = f"Stopping: {what} to go"
-        if timed:
-            total = sum(timed)
-            text += f", about {total:.0f} s" if total >= 1 else ", under a second"
-            if untimed:
-                text += f" and the {' and '.join(untimed)} (not timed yet)"
-        return text + "."
+        text = f"Stopping: {_listed([name for name, _ in todo])} to go"
+        if not timed:
+            return text + "."
+        total = sum(self.seconds[kind] for _, kind in todo if kind in self.seconds)
+        about = f"about {total:.0f} s" if total >= 1 else "under a second"
+        if not untimed:
+            return f"{text}, {about}."
+        return f"{text}: {about} for {_listed(timed)}; {_listed(untimed)} not timed yet."
 
 
 class TrainingSection:

@@ -201,6 +201,10 @@ def test_stop_says_what_is_left_and_how_long_it_takes():
     assert timings.stopping(True, True, True) == (
         "Stopping: the current step, final evaluation, prediction and save to go, about 10 s.")
     assert timings.stopping(False, False, False) == "Stopping: final evaluation to go, about 3 s."  # paused
+    timings.seconds.pop(EvalEvent)
+    assert timings.stopping(True, False, True) == (
+        "Stopping: the current step, final evaluation and save to go: about 2 s for the current step and save; "
+        "final evaluation not timed yet.")
 
 
 def test_stop_says_it_is_stopping_until_it_has_stopped(setup, qtbot):
@@ -213,8 +217,8 @@ def test_stop_says_it_is_stopping_until_it_has_stopped(setup, qtbot):
     panel.training.stop_button.native.click()
     step = panel.training.timings.seconds[StepEvent]  # measured
     about = f"about {step:.0f} s" if step >= 1 else "under a second"
-    assert panel.training.status.value == (f"Stopping: the current step, final evaluation and save to go, {about} "
-                                           "and the final evaluation and save (not timed yet).")
+    assert panel.training.status.value == (f"Stopping: the current step, final evaluation and save to go: {about} "
+                                           "for the current step; final evaluation and save not timed yet.")
     qtbot.waitUntil(lambda: not session.running, timeout=60_000)
     assert seen[-1][0] == "FinishedEvent" and seen[-1][1].startswith(f"Training stopped after {panel.trainer.step} steps")
     assert all(status.startswith("Stopping: ") for _, status in seen[:-1])  # the step that ended after Stop too
