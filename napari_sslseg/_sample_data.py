@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from ._reader import read_layer
 from .data import keep_slices
 
@@ -20,7 +19,37 @@ def colin27() -> list[tuple]:
     labels, kwargs, kind = read_layer(SAMPLES / "colin27_deep_labels.nii.gz")
     image[1]["name"] = "colin27 T1"
     kwargs = {**kwargs, "name": "annotations", "metadata": {**kwargs["metadata"], "class_names": list(CLASS_NAMES)}}
-    return [image, (keep_slices(labels, ANNOTATED_SLICES), kwargs, kind)]
+    labels = keep_slices(labels, ANNOTATED_SLICES)
+    _show_an_annotated_slice(labels)
+    return [image, (labels, kwargs, kind)]
+
+
+def _show_an_annotated_slice(labels) -> None:
+    """Put the slider of the viewer that opens the sample on the annotated slice nearest the middle.
+
+    napari puts a new volume on its middle slice (90, which holds no label) and a sample has no say
+    in it (napari/napari#8453); the labels layer is added after the image, so once napari has added
+    it, the step it set is moved. The viewer is napari's current one (File > Open Sample acts on it);
+    a call outside a viewer changes nothing.
+    """
+    from napari import current_viewer
+    from napari.layers import Labels
+
+    viewer = current_viewer()
+    if viewer is None:
+        return
+    middle = (len(labels) - 1) / 2
+    z = min(ANNOTATED_SLICES, key=lambda s: abs(s - middle))
+
+    def on_inserted(event) -> None:
+        layer = event.value
+        if not (isinstance(layer, Labels) and layer.data is labels):
+            return
+        viewer.layers.events.inserted.disconnect(on_inserted)
+        axis = viewer.dims.ndim - layer.ndim
+        viewer.dims.set_point(axis, layer.data_to_world((z, 0, 0))[0])
+
+    viewer.layers.events.inserted.connect(on_inserted)
 
 
 def write_sample(folder) -> Path:

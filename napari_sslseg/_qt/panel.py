@@ -8,11 +8,13 @@ annotated and what a review changes, :mod:`.session` runs the trainer in a worke
 
 from __future__ import annotations
 
+import numpy as np
 from napari.layers import Image
 from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QApplication, QWidget
 
 from .. import checkpoint
+from ..data import Volume
 from ..errors import InputError
 from ..events import AnnotationsEvent, MessageEvent, PreviewEvent
 from ..training import Trainer
@@ -22,6 +24,8 @@ from .method_widget import MethodSection
 from .model_widget import ModelSection
 from .layout import scrolled
 from .painting import PaintWatcher
+from .pretraining import Pretraining, fits, pretrain_config
+from .pretraining import status as pretraining_status
 from .results import name_classes, result_name
 from .review_widget import ReviewSection, bind_keys, unbind_keys
 from .session import Shutdown, TrainingSession
@@ -40,6 +44,7 @@ class TrainingPanel(QWidget):
         self.closed = False  # the dock was closed: nothing may reach the viewer any more
         self._docked = False  # set once napari puts the panel in its dock
         self._shutdown = Shutdown()
+        self.pretraining = self._shutdown.pretraining = Pretraining(self._on_pretraining, self._on_pretraining_error)
         self.data = DataSection(napari_viewer)
         self.method = MethodSection()
         self.training = TrainingSection()
@@ -56,6 +61,8 @@ class TrainingPanel(QWidget):
         self.destroyed.connect(self._shutdown)
         QApplication.instance().aboutToQuit.connect(self._shutdown)
         self.training.offer_resume(self.data.image.value)
+        for widget in (self.training.pretrain, self.data.image, self.data.axis):
+            widget.changed.connect(self.pretrain)
 
     @property
     def running(self) -> bool:
@@ -67,6 +74,45 @@ class TrainingPanel(QWidget):
         session = self.data.session(image, labels)
         return None if session is None else (image, labels, session)
 
+    # ----- pre-training -----
+    def pretrain(self, *_) -> None:
+        """Pre-train on the chosen image (again, on another image or slice axis), or stop (the box unchecked)."""
+        image, axis = self.data.image.value, self.data.axis.value
+        wanted = (not self.closed and not self.running and self.training.pretrain.value
+                  and image is not None and image.ndim == 3)
+        if wanted and self.pretraining.covers(image, axis):
+            return
+        self.pretraining.cancel()
+        if not wanted:
+            return
+        try:
+            config = pretrain_config(self.training.config())
+            volume = Volume(np.array(image.data, copy=True), tuple(image.scale[-3:]), axis=axis, name=image.name)
+            self.pretraining.start(image, volume, config)
+        except (InputError, ValueError) as exc:
+            notify.error(f"Cannot pre-train on {image.name}: {exc}")
+
+    def _on_pretraining(self, event, image) -> None:
+        text = pretraining_status(event, image)
+        if text and not self.closed and not self.running:
+            self.training.status.value = text
+
+    def _on_pretraining_error(self, exc: Exception) -> None:
+        if not self.closed:
+            notify.error(f"{exc} Training will start from scratch.")
+            self.training.status.value = "Pre-training failed; Train starts from scratch."
+
+    def _pretrained(self, image, config) -> dict | None:
+        """The weights pre-trained on ``image`` (stopping a run under way), if they fit ``config``."""
+        state = self.pretraining.finish()
+        if state is None or self.pretraining.image is not image:
+            return None
+        why = fits(state, config)
+        if why:
+            notify.warning(why)
+            return None
+        return state
+
     # ----- training -----
     def train(self, *_) -> None:
         if self.running:
@@ -77,9 +123,11 @@ class TrainingPanel(QWidget):
             volumes = self.data.volumes(pairs)
             state = saved_run(pairs[0][0])
             resume = checkpoint.load(state) if self.training.resume.value and self.training.resume.enabled else None
+            config = self.training.config()
+            init = None if resume else self._pretrained(pairs[0][0], config)  # a resumed run keeps its own weights
             trainer = Trainer(volumes, method=None if resume else self.method.choice.value,  # a resumed run keeps its method
-                              config=self.training.config(), method_options=None if resume else self.method.option_values(),
-                              class_names=self.data.names(), resume=resume, checkpoint=state)
+                              config=config, method_options=None if resume else self.method.option_values(),
+                              class_names=self.data.names(), resume=resume, checkpoint=state, init=init)
             state.parent.mkdir(parents=True, exist_ok=True)
         except (InputError, OSError) as exc:
             notify.error(str(exc))
@@ -110,9 +158,11 @@ class TrainingPanel(QWidget):
         self.training.pause_button.text = "Resume" if paused else "Pause"
 
     def stop(self, *_) -> None:
-        if self.session is not None:
+        if self.running:
             self.session.stop()
-            self.training.status.value = "Stopping after this step…"
+            config = self.trainer.config
+            self.training.stopping(in_step=not self.session.paused, preview=bool(config.preview_every),
+                                   save=self.trainer.checkpoint_path is not None)
 
     def _send_labels(self, indices) -> None:
         if not self.running:
@@ -170,7 +220,7 @@ class TrainingPanel(QWidget):
 
     # ----- closing -----
     def shutdown(self) -> None:
-        """Stop training now and wait for the worker (the panel or viewer is closing)."""
+        """Stop training and pre-training now and wait for their workers (the panel or viewer is closing)."""
         self.paint.unwatch()
         self._shutdown()
 

@@ -46,8 +46,9 @@ def leave_the_ui_a_core(threads: int) -> dict:
     return done
 
 
-def _guarded(events, threads: int = 0, report: dict | None = None):
-    """Re-raise the loop's exceptions as TrainingError (the loop's own already are one).
+def guarded(events, threads: int = 0, report: dict | None = None, what: str = "Training"):
+    """Re-raise the loop's exceptions as TrainingError (the loop's own already are one), the
+    message starting with ``what``.
 
     superqt's generator worker takes a RuntimeError for "the worker was deleted" and
     drops it silently, while torch reports most failures (out of memory, say) as one.
@@ -59,7 +60,7 @@ def _guarded(events, threads: int = 0, report: dict | None = None):
     except TrainingError:
         raise
     except Exception as exc:
-        raise TrainingError(f"Training failed: {type(exc).__name__}: {exc}.") from exc
+        raise TrainingError(f"{what} failed: {type(exc).__name__}: {exc}.") from exc
 
 
 class TrainingSession:
@@ -71,7 +72,7 @@ class TrainingSession:
         self.progress = progress(total=int(trainer.config.time_budget) if self.timed else trainer.config.steps, desc=description)
         self._run = trainer.run()
         self.thread: dict = {}  # what the training thread set for itself (threads, tid, niceness)
-        self.worker = create_worker(_guarded, self._run, trainer.config.threads, self.thread, _start_thread=False,
+        self.worker = create_worker(guarded, self._run, trainer.config.threads, self.thread, _start_thread=False,
                                     _ignore_errors=True)
         self.worker.yielded.connect(self._on_event)
         self.worker.yielded.connect(on_event)
@@ -134,7 +135,10 @@ class Shutdown:
 
     def __init__(self):
         self.session: TrainingSession | None = None
+        self.pretraining = None  # the panel's Pretraining
 
     def __call__(self, *_):
+        if self.pretraining is not None:
+            self.pretraining.shutdown()
         if self.session is not None:
             self.session.shutdown()

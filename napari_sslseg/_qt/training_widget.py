@@ -4,6 +4,7 @@ line and the live plot, and the saved training of each image that a new run may 
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
@@ -11,7 +12,7 @@ from qtpy.QtWidgets import QToolButton
 
 from ..config import TrainConfig
 from ..devices import available_devices
-from ..events import EvalEvent, FinishedEvent, PausedEvent, PreviewEvent, StepEvent
+from ..events import CheckpointEvent, EvalEvent, FinishedEvent, PausedEvent, PreviewEvent, StepEvent
 from .forms import dataclass_form, form_values
 from .layout import group
 from .plot import LivePlot
@@ -26,6 +27,63 @@ def saved_run(image) -> Path:
     """The checkpoint of the last training on ``image`` (by layer name and shape)."""
     name = re.sub(r"[^\w.-]+", "_", image.name)[:80]
     return RUNS / f"{name}-{'x'.join(map(str, image.data.shape))}.pt"
+
+
+#: What a stopped run still does after its step, in order: (the name in the status, its event).
+AFTER_STOP = (("final evaluation", EvalEvent), ("prediction", PreviewEvent), ("save", CheckpointEvent))
+
+
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+class Timings:
+    """How long the last step, evaluation, prediction and save of a run took.
+
+    A step's time is the loop's own measure (1 / steps per second); the others are the time
+    between their event and the one before, as they arrive in the GUI: the loop yields each one
+    the moment it is done and goes on to the next.
+    """
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.seconds: dict[type, float] = {}  # event type -> seconds its work took, last time
+        self._last: float | None = None
+
+    def on_event(self, event) -> None:
+        now = self.clock()
+        if isinstance(event, StepEvent):
+            if event.steps_per_second > 0:
+                self.seconds[StepEvent] = 1.0 / event.steps_per_second
+        elif isinstance(event, PreviewEvent) and event.step == 0:
+            pass  # the prior shown before training: no prediction of the network
+        elif isinstance(event, tuple(kind for _, kind in AFTER_STOP)) and self._last is not None:
+            self.seconds[type(event)] = now - self._last
+        self._last = now
+
+    def stopping(self, in_step: bool, preview: bool, save: bool) -> str:
+        """The status after Stop: what the loop still does and about how long it takes.
+
+        Args:
+            in_step: a step is under way (not paused), and must finish.
+            preview: the run predicts the volume at its end.
+            save: the run writes its state at its end.
+        """
+        todo = [("the current step", StepEvent)] if in_step else []
+        todo += [(name, kind) for name, kind in AFTER_STOP
+                 if kind is EvalEvent or (kind is PreviewEvent and preview) or (kind is CheckpointEvent and save)]
+        if not todo:
+            return "Stopping…"
+        timed = [name for name, kind in todo if kind in self.seconds]
+        untimed = [name for name, kind in todo if kind not in self.seconds]
+        text = f"Stopping: {_listed([name for name, _ in todo])} to go"
+        if not timed:
+            return text + "."
+        total = sum(self.seconds[kind] for _, kind in todo if kind in self.seconds)
+        about = f"about {total:.0f} s" if total >= 1 else "under a second"
+        if not untimed:
+            return f"{text}, {about}."
+        return f"{text}: {about} for {_listed(timed)}; {_listed(untimed)} not timed yet."
 
 
 class TrainingSection:
@@ -48,6 +106,11 @@ class TrainingSection:
         self._resume_help = ("Training saves its state on Stop, on an error, when napari closes and every few minutes; "
                              "continue it from there with its method and options")
         self.resume.tooltip = self._resume_help
+        # off by default: the CPU (or GPU) works from the moment an image is chosen, unasked, and a
+        # pre-training stopped within 100 steps gained nothing measurable (README, Pre-training)
+        self.pretrain = CheckBox(text="Pre-train while I paint", value=False)
+        self.pretrain.tooltip = ("From the moment the image is chosen, train the network on the image alone (no label "
+                                 "read) until Train is pressed; training then starts from these weights")
         self.train_button = PushButton(text="Train [t]", tooltip="Train, or stop a running training (key t)")
         self.pause_button = PushButton(text="Pause", enabled=False)
         self.stop_button = PushButton(text="Stop [t]", enabled=False)
@@ -55,7 +118,9 @@ class TrainingSection:
         self.status = Label(value="Choose an image and its labels, then press Train.")
         self.status.native.setWordWrap(True)
         self.plot = LivePlot()
-        self.box = group("Training", main, self.advanced_toggle, self.advanced, self.resume, buttons, self.status, self.plot)
+        self.timings = Timings()
+        self.is_stopping = False  # Stop was pressed: the status says so until the run ends
+        self.box = group("Training", main, self.advanced_toggle, self.advanced, self.resume, self.pretrain, buttons, self.status, self.plot)
 
     def _device_choice(self) -> None:
         """The device as a choice of the devices this machine has, not free text."""
@@ -74,6 +139,16 @@ class TrainingSection:
         self.train_button.enabled = not running
         self.pause_button.enabled = self.stop_button.enabled = running
         self.pause_button.text = "Pause"
+        if running:
+            self.timings = Timings()
+        elif self.is_stopping:  # ended without its last event (an error): the status must not say it is stopping
+            self.status.value = "Training stopped."
+        self.is_stopping = False
+
+    def stopping(self, in_step: bool, preview: bool, save: bool) -> None:
+        """Stop was pressed: say what is left to do and about how long it takes (:meth:`Timings.stopping`)."""
+        self.is_stopping = True
+        self.status.value = self.timings.stopping(in_step, preview, save)
 
     def offer_resume(self, image) -> None:
         """Offer to continue when a saved training of ``image`` exists."""
@@ -86,13 +161,21 @@ class TrainingSection:
         self.resume.tooltip = self._resume_help + (f"\nSaved in {path}" if exists else "")
 
     def on_event(self, event) -> None:
-        """Progress on the status line and the plot."""
+        """Progress on the status line and the plot; after Stop, the status says it is stopping
+        until the run has finished."""
+        self.timings.on_event(event)
+        if isinstance(event, FinishedEvent):
+            self.is_stopping = False
         if isinstance(event, StepEvent):
             self.plot.add_losses(event.step, event.losses)
+            if self.is_stopping:
+                return
             self.status.value = (f"Step {event.step}/{event.total} · {event.steps_per_second:.1f} steps/s · "
                                  f"about {event.eta_seconds:.0f} s left")
         elif isinstance(event, EvalEvent):
             self.plot.add_dice(event.step, event.mean_dice)
+        elif self.is_stopping:
+            return
         elif isinstance(event, PreviewEvent) and event.step == 0:
             self.status.value = "Showing your annotated slices interpolated to every slice; training starts…"
         elif isinstance(event, PausedEvent):

@@ -118,6 +118,17 @@ def test_sample_keeps_four_annotated_slices():
     assert image_kwargs["translate"] == labels_kwargs["translate"]
 
 
+def test_file_open_sample_shows_an_annotated_slice(make_napari_viewer):
+    from napari._app_model import get_app_model
+
+    viewer = make_napari_viewer()
+    get_app_model().commands.execute_command("napari-sslseg.colin27").result()  # File > Open Sample's action
+    labels = viewer.layers["annotations"]
+    z = int(round(labels.world_to_data(viewer.dims.point)[0]))
+    assert z in ANNOTATED_SLICES and labels.data[z].any()
+    assert viewer.layers["colin27 T1"].data.shape[0] // 2 not in ANNOTATED_SLICES  # napari alone shows the middle
+
+
 def _activated_afresh():
     """The plugin as napari meets it after an install: not yet activated (tests share one plugin manager)."""
     from npe2 import PluginManager

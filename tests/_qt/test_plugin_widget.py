@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from napari_sslseg._qt.panel import TrainingPanel
+from napari_sslseg.events import StepEvent
 from napari_sslseg.training import Trainer
 
 #: Small enough for a shared 2-core CPU: seconds per training.
@@ -183,6 +184,47 @@ def test_closing_the_panel_stops_training(setup, qtbot):
     assert panel.trainer.step < 5000
 
 
+def test_stop_says_what_is_left_and_how_long_it_takes():
+    from napari_sslseg._qt.training_widget import Timings
+    from napari_sslseg.events import CheckpointEvent, EvalEvent, PreviewEvent, StepEvent
+
+    now = [0.0]
+    timings = Timings(clock=lambda: now[0])
+    assert timings.stopping(True, False, True) == (
+        "Stopping: the current step, final evaluation and save to go.")  # nothing timed: no number
+    for t, event in [(0.0, StepEvent(10, 100, {}, {}, 1e-3, 0.5, 180.0)),  # 2 s a step
+                     (3.0, EvalEvent(10, {}, 0.5)),  # 3 s of evaluation
+                     (7.0, PreviewEvent(10, 0, None)),  # 4 s of prediction
+                     (7.5, CheckpointEvent(10, "x.pt"))]:
+        now[0] = t
+        timings.on_event(event)
+    assert timings.stopping(True, True, True) == (
+        "Stopping: the current step, final evaluation, prediction and save to go, about 10 s.")
+    assert timings.stopping(False, False, False) == "Stopping: final evaluation to go, about 3 s."  # paused
+    timings.seconds.pop(EvalEvent)
+    assert timings.stopping(True, False, True) == (
+        "Stopping: the current step, final evaluation and save to go: about 2 s for the current step and save; "
+        "final evaluation not timed yet.")
+
+
+def test_stop_says_it_is_stopping_until_it_has_stopped(setup, qtbot):
+    viewer, panel = setup
+    panel.training.settings["eval_every"].value = 0  # the final evaluation is the run's first
+    session = _train(qtbot, panel, steps=5000)
+    qtbot.waitUntil(lambda: panel.trainer.step >= 2, timeout=60_000)
+    seen = []  # the status after each event the panel handled
+    session.worker.yielded.connect(lambda event: seen.append((type(event).__name__, panel.training.status.value)))
+    panel.training.stop_button.native.click()
+    step = panel.training.timings.seconds[StepEvent]  # measured
+    about = f"about {step:.0f} s" if step >= 1 else "under a second"
+    assert panel.training.status.value == (f"Stopping: the current step, final evaluation and save to go: {about} "
+                                           "for the current step; final evaluation and save not timed yet.")
+    qtbot.waitUntil(lambda: not session.running, timeout=60_000)
+    assert seen[-1][0] == "FinishedEvent" and seen[-1][1].startswith(f"Training stopped after {panel.trainer.step} steps")
+    assert all(status.startswith("Stopping: ") for _, status in seen[:-1])  # the step that ended after Stop too
+    assert {"EvalEvent", "CheckpointEvent"} <= {kind for kind, _ in seen}  # what it said was left
+
+
 def test_stop_saves_and_the_panel_offers_to_continue(setup, qtbot):
     viewer, panel = setup
     assert not panel.training.resume.enabled  # nothing saved for this image yet
@@ -355,3 +397,59 @@ def test_controls_have_labels_and_the_device_is_a_choice(setup):
     assert isinstance(device, ComboBox) and device.value == "auto"
     assert device.choices[:2] == ("auto", "cpu")
     assert panel.training.config().device == "auto"
+
+
+def test_pretraining_runs_while_painting_and_training_starts_from_it(setup, qtbot):
+    viewer, panel = setup
+    assert not panel.training.pretrain.value and panel.pretraining.run is None  # off unless asked for
+    panel.training.pretrain.native.click()
+    run = panel.pretraining.run
+    assert run is not None and run.image is viewer.layers["colin27 T1"]
+    qtbot.waitUntil(lambda: run.pretrainer.step >= 2, timeout=60_000)
+    qtbot.waitUntil(lambda: panel.training.status.value.startswith("Pre-training the network on colin27 T1 while you paint: step"),
+                    timeout=10_000)
+    assert run.worker.is_running
+    panel.training.settings["steps"].value = 2
+    panel.training.settings["preview_every"].value = 0
+    panel.training.train_button.native.click()
+    assert not run.worker.is_running  # stopped the moment Train was pressed
+    steps = run.pretrainer.step
+    assert steps >= 2 and panel.pretraining.state["step"] == steps
+    assert f"Started from weights pre-trained (contrastive, {steps} steps)" in " ".join(panel.trainer.notes)
+    qtbot.waitUntil(lambda: not panel.session.running, timeout=60_000)
+    assert run.pretrainer.step == steps  # no step after Train
+    assert panel.training.status.value.startswith("Training completed after 2 steps")
+
+
+def test_pretraining_follows_the_image_and_stops_with_the_panel(setup, qtbot):
+    viewer, panel = setup
+    panel.training.pretrain.value = True
+    first = panel.pretraining.run
+    qtbot.waitUntil(lambda: first.pretrainer.step >= 1, timeout=60_000)
+    other = viewer.add_image(viewer.layers["colin27 T1"].data[60:100, 40:140, 40:140], name="other")
+    panel.data.image.value = other
+    second = panel.pretraining.run
+    assert second is not first and second.image is other
+    qtbot.waitUntil(lambda: not first.worker.is_running, timeout=30_000)  # the first leaves after its step
+    qtbot.waitUntil(lambda: second.pretrainer.step >= 1, timeout=60_000)
+    assert "on other" in panel.training.status.value
+    _dock_of(panel).title.close_button.click()  # the dock's x
+    assert panel.closed and not second.worker.is_running
+
+
+def test_a_pretraining_error_is_a_notification_and_gives_no_weights(setup, qtbot, monkeypatch):
+    from napari_sslseg.pretrain import Pretrainer
+
+    viewer, panel = setup
+    errors = []
+    monkeypatch.setattr("napari_sslseg._qt.notify.show_error", errors.append)
+
+    def broken(self):
+        raise RuntimeError("out of memory, say")
+
+    monkeypatch.setattr(Pretrainer, "train_step", broken)
+    panel.training.pretrain.value = True
+    qtbot.waitUntil(lambda: bool(errors), timeout=30_000)
+    assert errors == ["Pre-training failed: RuntimeError: out of memory, say. Training will start from scratch."]
+    assert panel.training.status.value == "Pre-training failed; Train starts from scratch."
+    assert panel.pretraining.finish() is None  # Train gets no weights: it starts from scratch

@@ -1,0 +1,150 @@
+"""Pre-training while the user paints: a self-supervised run (:mod:`napari_sslseg.pretrain`) on the
+chosen image in a napari worker, from the moment the image is chosen until Train is pressed; the
+training then starts from its weights (``Trainer(init=...)``).
+
+It runs in the time the CPU would otherwise idle (README, Pre-training), under the training's
+thread cap (:func:`.session.leave_the_ui_a_core`); one run at a time, for one image.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass
+
+from napari.qt.threading import create_worker
+
+from ..config import TrainConfig
+from ..data import Volume
+from ..events import FinishedEvent, StepEvent
+from ..pretrain import PretrainConfig, Pretrainer, pretrained_config
+from .session import guarded
+
+
+def pretrain_config(training: TrainConfig) -> PretrainConfig:
+    """Pre-training settings that give weights the training can start from: its network (width,
+    context, dropout), crop size, device, threads and seed; the rest as ``PretrainConfig``'s defaults."""
+    return PretrainConfig(width=training.width, context=training.context, dropout=training.dropout,
+                          dropout_scope=training.dropout_scope, patch=training.patch, device=training.device,
+                          threads=training.threads, seed=training.seed)
+
+
+def fits(state: dict, training: TrainConfig) -> str | None:
+    """Why pre-trained ``state`` cannot start a training with these settings, or None."""
+    cfg = pretrained_config(state)
+    if (cfg.width, cfg.context) != (training.width, training.context):
+        return (f"The pre-training built a network of width {cfg.width} and context {cfg.context}; the training "
+                f"builds width {training.width} and context {training.context}: it starts from scratch.")
+    return None
+
+
+@dataclass
+class _Run:
+    """One pre-training run in its worker."""
+
+    pretrainer: Pretrainer
+    worker: object
+    image: object  # the layer it pre-trains on
+    finished: bool = False
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for the worker to leave; whether it did."""
+        deadline = time.monotonic() + timeout
+        while self.worker.is_running and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not self.worker.is_running
+
+
+class Pretraining:
+    """The background pre-training of the chosen image.
+
+    Args:
+        on_event: gets each event of the current run (GUI thread), with its image layer.
+        on_error: gets the exception that ended the current run (GUI thread).
+
+    Bound methods are held weakly: what shuts this down when the viewer quits must not keep the panel alive.
+    """
+
+    def __init__(self, on_event, on_error):
+        self._on_event_ref = weakref.WeakMethod(on_event) if hasattr(on_event, "__self__") else lambda: on_event
+        self._on_error_ref = weakref.WeakMethod(on_error) if hasattr(on_error, "__self__") else lambda: on_error
+        self.run: _Run | None = None
+        self.state: dict | None = None  # the weights of the last run that stopped after a step
+        self.image = None  # the layer ``state`` was pre-trained on
+
+    @property
+    def running(self) -> bool:
+        return self.run is not None and not self.run.finished
+
+    def start(self, image, volume: Volume, config: PretrainConfig) -> None:
+        """Pre-train on ``volume`` (a copy of ``image``'s data), leaving any earlier run and its weights."""
+        self.cancel()
+        pre = Pretrainer([volume], config)
+        worker = create_worker(guarded, pre.run(), config.threads, {}, "Pre-training", _start_thread=False,
+                               _ignore_errors=True)
+        run = self.run = _Run(pre, worker, image)
+        worker.yielded.connect(lambda event: self._on_event(run, event))
+        worker.errored.connect(lambda exc: self._on_error(run, exc))
+        worker.finished.connect(lambda: self._on_done(run))
+        worker.start()
+
+    def covers(self, image, axis: int) -> bool:
+        """Whether the current run (under way or done) pre-trains ``image`` along ``axis``."""
+        return self.run is not None and self.run.image is image and self.run.pretrainer.volumes[0].axis == axis
+
+    def _on_event(self, run: _Run, event) -> None:
+        handler = self._on_event_ref()
+        if run is self.run and not run.finished and handler is not None:  # not after Train took its weights
+            handler(event, run.image)
+
+    def _on_error(self, run: _Run, exc: Exception) -> None:
+        handler = self._on_error_ref()
+        if run is self.run:
+            run.finished = True
+            if handler is not None:
+                handler(exc)
+
+    def _on_done(self, run: _Run) -> None:
+        if run is self.run and not run.finished:
+            self._keep(run)
+
+    def _keep(self, run: _Run) -> None:
+        run.finished = True
+        if run.pretrainer.step > 0:
+            self.state, self.image = run.pretrainer.state(), run.image
+
+    def cancel(self) -> None:
+        """Leave the current run and its weights (another image was chosen, the box unchecked): it
+        stops after its step, in its thread; nothing it says reaches the panel any more."""
+        if self.run is not None:
+            self.run.pretrainer.request_stop()
+        self.run, self.state, self.image = None, None, None
+
+    def finish(self, timeout: float = 30.0) -> dict | None:
+        """Stop after the current step and wait for it (Train was pressed); the weights pre-trained
+        so far (None without a step)."""
+        run = self.run
+        if run is not None and not run.finished:
+            run.pretrainer.request_stop()
+            if run.wait(timeout):
+                self._keep(run)
+        return self.state
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop now and wait for the thread (the panel or viewer is closing)."""
+        run, self.run = self.run, None
+        if run is not None:
+            run.pretrainer.request_stop()
+            run.worker.quit()
+            run.wait(timeout)
+            run.finished = True
+
+
+def status(event, image) -> str | None:
+    """The status line for a pre-training event, or None."""
+    if isinstance(event, StepEvent):
+        return (f"Pre-training the network on {image.name} while you paint: step {event.step}/{event.total}. "
+                "Train starts from it.")
+    if isinstance(event, FinishedEvent) and event.step > 0:
+        return f"Pre-trained {event.step} steps on {image.name}: Train starts from these weights."
+    return None
