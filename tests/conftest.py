@@ -66,24 +66,3 @@ def small_disk(tmp_path):
         pytest.skip("this container may not mount a tmpfs")
     yield disk
     subprocess.run(["umount", str(disk)], check=False)
-
-
-#: Widget tests that train in a real viewer for tens of seconds each (tests/_qt belongs to the
-#: viewer work: until those files mark themselves, the marker is added here, by test name).
-_SLOW_WIDGET_TESTS = {
-    "test_training_shows_results_for_review",
-    "test_result_layers_never_take_the_selection_or_the_mode",
-    "test_stop_saves_and_the_panel_offers_to_continue",
-    "test_pause_paint_and_stop",
-    "test_closing_the_dock_stops_training_and_leaves_the_viewer_alone",
-    "test_an_error_and_closing_save_the_training",
-    "test_complete_labels_count_empty_slices_as_annotated",
-    "test_keys_train_stop_walk_reject_and_accept",
-}
-
-
-def pytest_collection_modifyitems(config, items):
-    """The fast tier (``pytest -m "not slow"``) leaves out the long widget trainings too."""
-    for item in items:
-        if "_qt" in item.path.parts and item.originalname in _SLOW_WIDGET_TESTS:
-            item.add_marker(pytest.mark.slow)

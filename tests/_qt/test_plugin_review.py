@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from .test_plugin_widget import _train, setup  # noqa: F401  (the fixture)
 
@@ -20,6 +21,7 @@ def _annotated(panel) -> list[int]:
     return panel.data.volumes(panel.data.pairs())[0].annotated
 
 
+@pytest.mark.slow
 def test_complete_labels_count_empty_slices_as_annotated(setup, qtbot):
     viewer, panel = setup
     data = panel.data
@@ -53,6 +55,7 @@ def test_complete_labels_count_empty_slices_as_annotated(setup, qtbot):
     assert not panel.trainer.pool.label((0, 102)).any()
 
 
+@pytest.mark.slow
 def test_keys_train_stop_walk_reject_and_accept(setup, qtbot):
     viewer, panel = setup
     labels = viewer.layers["annotations"]

@@ -38,6 +38,7 @@ def _train(qtbot, panel, steps, preview_every=0, finish=False, timeout=90_000):
     return panel.session
 
 
+@pytest.mark.slow
 def test_training_shows_results_for_review(setup, qtbot, tmp_path):
     viewer, panel = setup
     image, labels = viewer.layers["colin27 T1"], viewer.layers["annotations"]
@@ -111,6 +112,7 @@ def test_training_shows_results_for_review(setup, qtbot, tmp_path):
     qtbot.waitUntil(lambda: panel.training.status.value == "Predicted other: see the layer prediction (other).", timeout=5_000)
 
 
+@pytest.mark.slow
 def test_pause_paint_and_stop(setup, qtbot):
     viewer, panel = setup
     labels = viewer.layers["annotations"]
@@ -225,6 +227,7 @@ def test_stop_says_it_is_stopping_until_it_has_stopped(setup, qtbot):
     assert {"EvalEvent", "CheckpointEvent"} <= {kind for kind, _ in seen}  # what it said was left
 
 
+@pytest.mark.slow
 def test_stop_saves_and_the_panel_offers_to_continue(setup, qtbot):
     viewer, panel = setup
     assert not panel.training.resume.enabled  # nothing saved for this image yet
@@ -247,6 +250,7 @@ def test_stop_saves_and_the_panel_offers_to_continue(setup, qtbot):
     assert checkpoint.load(path)["step"] == step + 2
 
 
+@pytest.mark.slow
 def test_an_error_and_closing_save_the_training(setup, qtbot, monkeypatch):
     viewer, panel = setup
     errors = []
@@ -322,6 +326,7 @@ def test_add_an_extra_volume(setup):
     assert len(panel.data.extras) == 0
 
 
+@pytest.mark.slow
 def test_closing_the_dock_stops_training_and_leaves_the_viewer_alone(setup, qtbot):
     viewer, panel = setup
     session = _train(qtbot, panel, steps=5000, preview_every=2)
@@ -373,6 +378,7 @@ def test_loading_a_file_that_is_not_a_model_says_what_it_is(setup, monkeypatch, 
                       "or the folder of 'napari-sslseg train')."]
 
 
+@pytest.mark.slow
 def test_result_layers_never_take_the_selection_or_the_mode(setup, qtbot):
     viewer, panel = setup
     labels = viewer.layers["annotations"]
