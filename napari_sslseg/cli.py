@@ -132,7 +132,6 @@ def _train(args, trainer_class=None) -> int:
     from .errors import InputError
     from .io import check_writable, read_volume
     from .methods import method_config
-    from .training import resumed_method
 
     if args.time is not None and args.time <= 0:
         raise InputError(f"--time takes seconds of training, more than 0; got {args.time:g}.")
@@ -148,7 +147,7 @@ def _train(args, trainer_class=None) -> int:
     options = _parse_options(args.option)
     resume = checkpoint.load(args.out if args.resume == "" else args.resume) if args.resume is not None else None
     if resume is not None:
-        resumed_method(resume, args.method, options, config)
+        checkpoint.resumed(resume, args.method, options, config)
     else:
         method_config(args.method or "mean_teacher", options)
     window = _parse_window(args.window)
@@ -351,8 +350,8 @@ def cmd_predict(args) -> int:
         return cmd_predict_study(args)
     from .data import Volume
     from .inference import predict_annotated_volume
+    from .checkpoint import load_model
     from .io import check_writable, read_volume, write_volumes
-    from .training import load_model
 
     settings = validate(PredictConfig(args.mc_passes, args.batch, args.mc_scope, args.keep_fraction))
     window = _parse_window(args.window)
