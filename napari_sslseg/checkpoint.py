@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from . import atomic
-from .config import TrainConfig, validate as validate_config
+from .config import TrainConfig
 from .data import default_class_names
 from .devices import pick_device
 from .errors import CheckpointError, InputError
@@ -255,7 +255,7 @@ def saved_config(payload: dict) -> TrainConfig:
     d = dict(payload.get("config", {}))
     d.setdefault("dropout_scope", "all")
     d.setdefault("prior_input", False)  # nor a prior among their inputs
-    return validate_config(TrainConfig.from_dict(d))
+    return TrainConfig.from_dict(d)
 
 
 def resumed(payload: dict, method: str | None, options: dict | None,

@@ -127,7 +127,7 @@ def _train(args, trainer_class=None) -> int:
 
     from . import atomic, checkpoint
     from .cohort import is_cohort
-    from .config import TrainConfig, validate
+    from .config import TrainConfig
     from .data import Volume
     from .errors import InputError
     from .io import check_writable, read_volume
@@ -136,14 +136,11 @@ def _train(args, trainer_class=None) -> int:
     if args.time is not None and args.time <= 0:
         raise InputError(f"--time takes seconds of training, more than 0; got {args.time:g}.")
     steps = args.steps if args.steps is not None else (1_000_000 if args.time else TrainConfig.steps)
-    config = TrainConfig(steps=steps, seed=args.seed, device=args.device, threads=args.threads, time_budget=args.time or 0.0)
-    if args.batch is not None:
-        config.batch_labelled = config.batch_unlabelled = args.batch
-    if args.eval_every is not None:
-        config.eval_every = args.eval_every
-    if args.checkpoint_every is not None:
-        config.checkpoint_every = args.checkpoint_every
-    validate(config)  # every number checked before any file is read
+    given = {"batch_labelled": args.batch, "batch_unlabelled": args.batch, "eval_every": args.eval_every,
+             "checkpoint_every": args.checkpoint_every}
+    # every number checked (when the config is made) before any file is read
+    config = TrainConfig(steps=steps, seed=args.seed, device=args.device, threads=args.threads, time_budget=args.time or 0.0,
+                         **{k: v for k, v in given.items() if v is not None})
     options = _parse_options(args.option)
     resume = checkpoint.load(args.out if args.resume == "" else args.resume) if args.resume is not None else None
     if resume is not None:
@@ -283,11 +280,9 @@ def cmd_pretrain(args) -> int:
     if args.time is not None and args.time <= 0:
         raise InputError(f"--time takes seconds of pre-training, more than 0; got {args.time:g}.")
     steps = args.steps if args.steps is not None else (1_000_000 if args.time else PretrainConfig.steps)
-    config = PretrainConfig(objective=args.objective, steps=steps, time_budget=args.time or 0.0, seed=args.seed,
-                            device=args.device, threads=args.threads)
-    if args.batch is not None:
-        config.batch = args.batch
-    validate(config)
+    batch = {} if args.batch is None else {"batch": args.batch}
+    config = validate(PretrainConfig(objective=args.objective, steps=steps, time_budget=args.time or 0.0, seed=args.seed,
+                                     device=args.device, threads=args.threads, **batch))
     window = _parse_window(args.window)
     out = check_writable(args.out)
     volumes = []
@@ -344,7 +339,7 @@ def cmd_predict(args) -> int:
     from dataclasses import asdict
 
     from .cohort import is_cohort
-    from .config import PredictConfig, validate
+    from .config import PredictConfig
 
     if is_cohort(args.image):
         return cmd_predict_study(args)
@@ -353,7 +348,7 @@ def cmd_predict(args) -> int:
     from .checkpoint import load_model
     from .io import check_writable, read_volume, write_volumes
 
-    settings = validate(PredictConfig(args.mc_passes, args.batch, args.mc_scope, args.keep_fraction))
+    settings = PredictConfig(args.mc_passes, args.batch, args.mc_scope, args.keep_fraction)
     window = _parse_window(args.window)
     out = check_writable(args.out)
     model = load_model(args.model, "cpu")
@@ -389,12 +384,12 @@ def cmd_predict_study(args) -> int:
     from tqdm import tqdm
 
     from .cohort import scans_of
-    from .config import PredictConfig, validate
+    from .config import PredictConfig
     from .errors import InputError
     from .io import check_writable
     from .study import SUMMARY, StudySettings, predict_study
 
-    settings = validate(PredictConfig(args.mc_passes, args.batch, args.mc_scope, args.keep_fraction))
+    settings = PredictConfig(args.mc_passes, args.batch, args.mc_scope, args.keep_fraction)
     if args.labels or args.slices or args.axis is not None:
         raise InputError("--labels, --slices and --axis name one scan's; for a study, give them per scan in a manifest "
                          "(columns image,labels,slices,axis) or pair NAME_label files with NAME_image files in the folder.")

@@ -38,7 +38,7 @@ from monai.transforms import (
 
 from . import checkpoint
 from .checkpoint import check_resume, restore, resumed
-from .config import TrainConfig, validate
+from .config import TrainConfig
 from .data import SlicePool, Volume, default_class_names, painted_values, resample_slice, target_size, to_classes
 from .devices import pick_device
 from .errors import InputError, TrainingError
@@ -171,7 +171,7 @@ class Trainer:
         checkpoint: str | Path | None = None,
         init: str | Path | dict | None = None,
     ):
-        config = validate(config or TrainConfig())
+        config = config or TrainConfig()
         if init is not None and resume is not None:
             raise InputError("A resumed training continues its own weights; start from pre-trained ones in a new training only.")
         if resume is not None:
