@@ -4,11 +4,18 @@ The range of a field sits beside it (:func:`setting`); :func:`validate` checks a
 against them. :class:`TrainConfig` and :class:`PredictConfig` are frozen and validate
 themselves when built, so the command line, the panel and the Python API all hold checked
 values; a changed copy is ``dataclasses.replace(config, field=value)``, checked again.
+The comment beside each field is its help (:func:`field_help`), for the command line's flags.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
+import io
 import math
+import textwrap
+import tokenize
 import typing
 from dataclasses import asdict, dataclass, field, fields
 
@@ -136,3 +143,17 @@ def validate(config, prefix: str = ""):
         raise InputError("\n".join(bad))
     return config
 
+
+@functools.cache
+def field_help(cls: type) -> dict[str, str]:
+    """The comment beside each field of the dataclass ``cls`` in its source, by field name ("" for a
+    field without one, and for every field where the source cannot be read)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {f.name: "" for f in fields(cls)}
+    comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    lines = {node.target.id: node.end_lineno for node in ast.parse(source).body[0].body
+             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)}
+    return {f.name: comments.get(lines.get(f.name), "") for f in fields(cls)}

@@ -6,7 +6,7 @@ from dataclasses import fields
 
 import pytest
 
-from napari_sslseg.config import PredictConfig, TrainConfig, validate
+from napari_sslseg.config import PredictConfig, TrainConfig, field_help, validate
 from napari_sslseg.errors import InputError
 from napari_sslseg.methods import METHODS, method_config
 
@@ -61,6 +61,13 @@ def test_settings_are_checked_when_made_and_cannot_change_after(cls):
     with pytest.raises(InputError, match=f"^{name} = -1 is not allowed"):
         cls(**{name: -1})
     assert config == cls()
+
+
+@pytest.mark.parametrize("cls", [TrainConfig, PredictConfig])
+def test_every_setting_has_its_reason_beside_it(cls):
+    """The comment beside each field is its help on the command line."""
+    helps = field_help(cls)
+    assert [name for name in helps if not helps[name]] == [] and set(helps) == {f.name for f in fields(cls)}
 
 
 def test_method_options_are_checked_against_their_types():
