@@ -1,8 +1,12 @@
-"""Checkpoints that load without running code from the file.
+"""Checkpoints that load without running code from the file, and what is built from them.
 
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts, written with
 ``torch.save`` and read with ``torch.load(weights_only=True)``: a file holding any
 other Python object (a crafted pickle, say) is refused before anything in it runs.
+
+From a loaded checkpoint come a model to predict with (:func:`load_model`, without the
+training loop) and the settings a resumed training continues with (:func:`resumed`,
+:func:`check_resume`, :func:`restore`).
 """
 
 from __future__ import annotations
@@ -12,12 +16,20 @@ import os
 import pickle
 import pickletools
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import atomic
-from .errors import CheckpointError
+from .config import TrainConfig
+from .data import default_class_names
+from .devices import pick_device
+from .errors import CheckpointError, InputError
+from .inference import SegmentationModel
+from .methods import METHODS, create_method
+from .networks import input_channels, student_network
 
 FORMAT = "napari-sslseg/model"
 VERSION = 1
@@ -179,9 +191,6 @@ def load(path: str | os.PathLike) -> dict:
 def validate(payload: dict, path: str | os.PathLike = "the model file") -> None:
     """Refuse a payload whose settings and weights do not fit together, before any network is built
     from it: one message each, instead of a KeyError or a wall of load_state_dict mismatches."""
-    from .methods import METHODS, create_method
-    from .networks import build_unet
-    from .training import input_channels, saved_config
 
     def refuse(what: str) -> None:
         raise CheckpointError(f"{path} is inconsistent: {what}; it cannot be used.")
@@ -206,8 +215,7 @@ def validate(payload: dict, path: str | os.PathLike = "the model file") -> None:
     try:
         cfg = saved_config(payload)
         with torch.device("meta"):  # shapes only: nothing is allocated
-            student = build_unet(classes, cfg.width, cfg.dropout, in_channels=input_channels(cfg, classes),
-                                 dropout_scope=cfg.dropout_scope)
+            student = student_network(cfg, classes)
             expected = {"model": student.state_dict(),
                         **create_method(method, student, classes, payload.get("method_options")).state_dict()}
     except (TypeError, ValueError, KeyError) as exc:  # InputError is a ValueError
@@ -232,3 +240,95 @@ def validate(payload: dict, path: str | os.PathLike = "the model file") -> None:
 
 def _shape(t: torch.Tensor) -> str:
     return "x".join(map(str, t.shape)) or "a scalar"
+
+
+# ----- what is built from a checkpoint -----
+
+#: The settings that shape the network: a resumed training takes them from the checkpoint, so that
+#: the weights fit (and keep the dropout they were trained with).
+NETWORK_FIELDS = ("width", "dropout", "dropout_scope", "prior_input", "context")
+
+
+def saved_config(payload: dict) -> TrainConfig:
+    """The TrainConfig a checkpoint was trained with; checkpoints written before ``dropout_scope``
+    existed had dropout in every block."""
+    d = dict(payload.get("config", {}))
+    d.setdefault("dropout_scope", "all")
+    d.setdefault("prior_input", False)  # nor a prior among their inputs
+    return TrainConfig.from_dict(d)
+
+
+def resumed(payload: dict, method: str | None, options: dict | None,
+            config: TrainConfig) -> tuple[str, dict, TrainConfig]:
+    """The method, its options and the settings a resumed training continues with: the
+    checkpoint's method and options, and ``config`` with the checkpoint's network (a new config;
+    ``config`` itself is left as it was). A different method, a different option value, or a step
+    count the model has already reached is refused rather than silently overridden.
+
+    Raises:
+        InputError: one of those, in the user's words.
+    """
+    saved, saved_options, done = payload["method"], dict(payload.get("method_options") or {}), int(payload.get("step", 0))
+    if method is not None and method != saved:
+        raise InputError(f"The model was trained with '{saved}'; a resumed run cannot switch to '{method}'. "
+                         "Resume without naming another method, or start a new training.")
+    changed = [f"{k}={v!r} " + (f"(trained with {saved_options[k]!r})" if k in saved_options else f"(no option of '{saved}')")
+               for k, v in (options or {}).items() if k not in saved_options or saved_options[k] != v]
+    if changed:
+        raise InputError(f"A resumed run keeps the options the model was trained with; {', '.join(changed)} "
+                         "would change them. Resume without them, or start a new training.")
+    if config.time_budget <= 0 and config.steps <= done:
+        raise InputError(f"The model has trained {done} steps already; steps = {config.steps} leaves none to train. "
+                         f"Give the total number of steps, more than {done}.")
+    network = saved_config(payload)
+    return saved, saved_options, replace(config, **{name: getattr(network, name) for name in NETWORK_FIELDS})
+
+
+def check_resume(payload: dict, axis: int, target_spacing) -> None:
+    """Refuse to resume on slices other than the model's: another slice axis or in-plane spacing.
+
+    Raises:
+        InputError: saying which, and what to do.
+    """
+    saved_axis = payload.get("axis")
+    if saved_axis is not None and saved_axis != axis:
+        raise InputError(f"The model was trained on slices along axis {saved_axis}; these volumes use axis {axis}.")
+    saved = payload.get("target_spacing")
+    if saved and not np.allclose(saved, target_spacing, rtol=0.05):
+        raise InputError(
+            f"The model was trained at {saved} mm in-plane; these slices are at "
+            f"{tuple(round(s, 3) for s in target_spacing)} mm. Start a new training."
+        )
+
+
+def restore(payload: dict, student: torch.nn.Module, method, optimizer: torch.optim.Optimizer | None = None) -> int:
+    """Load a checkpoint's weights into ``student`` and ``method`` (its teacher, discriminator ...)
+    and, where given and saved, the optimiser's state; return the step the checkpoint was at."""
+    student.load_state_dict(payload["model"])
+    method.load_state_dict(payload.get("method_state", {}))
+    if optimizer is not None and "optimizer" in payload:
+        optimizer.load_state_dict(payload["optimizer"])
+    return int(payload.get("step", 0))
+
+
+def load_model(path, device: str | torch.device = "cpu") -> SegmentationModel:
+    """A trained model from a checkpoint file or a train output folder, ready to predict."""
+    payload = load(path)
+    cfg = saved_config(payload)
+    C = int(payload["num_classes"])
+    student = student_network(cfg, C)
+    student.load_state_dict(payload["model"])  # before the method copies it (a teacher a file lacks starts from it)
+    method = create_method(payload["method"], student, C, payload.get("method_options"))
+    method.load_state_dict(payload.get("method_state", {}))
+    model = SegmentationModel(
+        student=student,
+        num_classes=C,
+        class_names=list(payload.get("class_names") or default_class_names(C)),
+        target_spacing=tuple(payload["target_spacing"]) if payload.get("target_spacing") else None,
+        axis=payload.get("axis"),
+        method=method,
+        prior_input=cfg.prior_input,
+        context=cfg.context,
+        label_values=payload.get("label_values"),
+    )
+    return model.to(pick_device(str(device)) if not isinstance(device, torch.device) else device)

@@ -75,6 +75,60 @@ def _parse_options(pairs: list[str] | None) -> dict:
     return out
 
 
+#: ``steps`` of a run that --time alone ends.
+_NO_STEP_LIMIT = 1_000_000
+
+
+def _add_config_flags(parser, cls, title: str, names: dict | None = None, notes: dict | None = None,
+                      skip: tuple = (), metavars: dict | None = None) -> None:
+    """One flag per field of the config dataclass ``cls``: ``--field-name`` and the older names in
+    ``names``, of the field's type and choices, its help the field's comment (``notes`` adds to it).
+    A flag not given is None, so the dataclass alone holds the defaults (:func:`_config`)."""
+    import typing
+
+    from .config import field_help
+
+    group = parser.add_argument_group(title)
+    hints, helps = typing.get_type_hints(cls), field_help(cls)
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        flags = list(dict.fromkeys([*(names or {}).get(f.name, ()), flag]))
+        kind = hints[f.name]
+        shown = (flag if f.default else "--no-" + flag[2:]) if kind is bool else f.default
+        note = (notes or {}).get(f.name)
+        text = (f"{helps[f.name]} (default: {shown})" + (f"; {note}" if note else "")).replace("``", "").replace("%", "%%")
+        if kind is bool:
+            group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+            continue
+        choices = f.metadata.get("limits", {}).get("choices")
+        metavar = None if choices else (metavars or {}).get(f.name, {int: "N", float: "X"}.get(kind, "TEXT"))
+        group.add_argument(*flags, dest=f.name, type=kind, choices=choices, default=None, metavar=metavar, help=text)
+
+
+def _config(cls, args, **values):
+    """``cls`` from ``values`` and the flags of :func:`_add_config_flags` given (they win); the
+    dataclass's defaults for the rest. Every value is checked (InputError, one line each)."""
+    given = {f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name, None) is not None}
+    return cls(**{**values, **given})
+
+
+def _train_config(args):
+    """The training settings of the command line: --batch sets both batches, --time alone no step limit."""
+    from .config import TrainConfig
+    from .errors import InputError
+
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise InputError(f"--time takes seconds of training, more than 0; got {args.time_budget:g}.")
+    values = {}
+    if args.batch is not None:
+        values.update(batch_labelled=args.batch, batch_unlabelled=args.batch)
+    if args.time_budget is not None and args.steps is None:
+        values["steps"] = _NO_STEP_LIMIT
+    return _config(TrainConfig, args, **values)
+
+
 def _read_pair(image_path, labels_path, channel=None):
     """(image, labels, geometry) of an image and its labels, refused unless they share a grid."""
     from .errors import InputError
@@ -106,49 +160,38 @@ def cmd_methods(args) -> int:
 def cmd_train(args) -> int:
     """Train; under torchrun (WORLD_SIZE > 1), one rank of a data-parallel run, rank 0 alone printing."""
     import os
+    from dataclasses import replace
 
     from . import distributed
 
+    config = _train_config(args)  # every number checked before any file is read
     if distributed.world_size() <= 1:
-        return _train(args)
-    args.device = distributed.setup(args.device)
+        return _train(args, config)
+    config = replace(config, device=distributed.setup(config.device))
     try:
         if distributed.rank() == 0:
-            return _train(args, distributed.DistributedTrainer)
+            return _train(args, config, distributed.DistributedTrainer)
         args.quiet = True
         with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-            return _train(args, distributed.DistributedTrainer)
+            return _train(args, config, distributed.DistributedTrainer)
     finally:
         distributed.teardown()
 
 
-def _train(args, trainer_class=None) -> int:
+def _train(args, config, trainer_class=None) -> int:
     from tqdm import tqdm
 
     from . import atomic, checkpoint
     from .cohort import is_cohort
-    from .config import TrainConfig, validate
     from .data import Volume
     from .errors import InputError
     from .io import check_writable, read_volume
     from .methods import method_config
-    from .training import resumed_method
 
-    if args.time is not None and args.time <= 0:
-        raise InputError(f"--time takes seconds of training, more than 0; got {args.time:g}.")
-    steps = args.steps if args.steps is not None else (1_000_000 if args.time else TrainConfig.steps)
-    config = TrainConfig(steps=steps, seed=args.seed, device=args.device, threads=args.threads, time_budget=args.time or 0.0)
-    if args.batch is not None:
-        config.batch_labelled = config.batch_unlabelled = args.batch
-    if args.eval_every is not None:
-        config.eval_every = args.eval_every
-    if args.checkpoint_every is not None:
-        config.checkpoint_every = args.checkpoint_every
-    validate(config)  # every number checked before any file is read
     options = _parse_options(args.option)
     resume = checkpoint.load(args.out if args.resume == "" else args.resume) if args.resume is not None else None
     if resume is not None:
-        resumed_method(resume, args.method, options, config)
+        checkpoint.resumed(resume, args.method, options, config)  # refused before any volume is read
     else:
         method_config(args.method or "mean_teacher", options)
     window = _parse_window(args.window)
@@ -283,12 +326,10 @@ def cmd_pretrain(args) -> int:
 
     if args.time is not None and args.time <= 0:
         raise InputError(f"--time takes seconds of pre-training, more than 0; got {args.time:g}.")
-    steps = args.steps if args.steps is not None else (1_000_000 if args.time else PretrainConfig.steps)
-    config = PretrainConfig(objective=args.objective, steps=steps, time_budget=args.time or 0.0, seed=args.seed,
-                            device=args.device, threads=args.threads)
-    if args.batch is not None:
-        config.batch = args.batch
-    validate(config)
+    steps = args.steps if args.steps is not None else (_NO_STEP_LIMIT if args.time else PretrainConfig.steps)
+    batch = {} if args.batch is None else {"batch": args.batch}
+    config = validate(PretrainConfig(objective=args.objective, steps=steps, time_budget=args.time or 0.0, seed=args.seed,
+                                     device=args.device, threads=args.threads, **batch))
     window = _parse_window(args.window)
     out = check_writable(args.out)
     volumes = []
@@ -345,16 +386,16 @@ def cmd_predict(args) -> int:
     from dataclasses import asdict
 
     from .cohort import is_cohort
-    from .config import PredictConfig, validate
+    from .config import PredictConfig
 
     if is_cohort(args.image):
         return cmd_predict_study(args)
+    from .checkpoint import load_model
     from .data import Volume
     from .inference import predict_annotated_volume
     from .io import check_writable, read_volume, write_volumes
-    from .training import load_model
 
-    settings = validate(PredictConfig(args.mc_passes, args.batch, args.mc_scope, args.keep_fraction))
+    settings = _config(PredictConfig, args)
     window = _parse_window(args.window)
     out = check_writable(args.out)
     model = load_model(args.model, "cpu")
@@ -374,7 +415,7 @@ def cmd_predict(args) -> int:
                    (pred.uncertainty, geom, out / "uncertainty.nii.gz")])
     values = model.label_values or list(range(model.num_classes))  # the label value of each class
     counts = np.bincount(pred.labels.ravel(), minlength=max(values) + 1)
-    print(f"predicted {volume.num_slices} slices in {seconds:.1f} s ({args.mc_passes} MC-dropout passes, {args.mc_scope} blocks"
+    print(f"predicted {volume.num_slices} slices in {seconds:.1f} s ({settings.mc_passes} MC-dropout passes, {settings.mc_scope} blocks"
           + (f"; with the prior of {len(volume.annotated)} annotated slices" if volume.annotated else "") + ")")
     for c in range(1, model.num_classes):
         print(f"  {model.class_names[c]}: {counts[values[c]]} voxels")
@@ -390,12 +431,12 @@ def cmd_predict_study(args) -> int:
     from tqdm import tqdm
 
     from .cohort import scans_of
-    from .config import PredictConfig, validate
+    from .config import PredictConfig
     from .errors import InputError
     from .io import check_writable
     from .study import SUMMARY, StudySettings, predict_study
 
-    settings = validate(PredictConfig(args.mc_passes, args.batch, args.mc_scope, args.keep_fraction))
+    settings = _config(PredictConfig, args)
     if args.labels or args.slices or args.axis is not None:
         raise InputError("--labels, --slices and --axis name one scan's; for a study, give them per scan in a manifest "
                          "(columns image,labels,slices,axis) or pair NAME_label files with NAME_image files in the folder.")
@@ -450,7 +491,7 @@ def cmd_propagate(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import DROPOUT_SCOPES
+    from .config import PredictConfig, TrainConfig
 
     p = argparse.ArgumentParser(prog="napari-sslseg", description="Semi-supervised segmentation of 3D medical volumes.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -468,9 +509,6 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "training (default: OUT/volumes.cache)")
     t.add_argument("--out", required=True, help="output folder (model.pt, config.json)")
     t.add_argument("--method", help="see 'napari-sslseg methods' (default: mean_teacher; with --resume, the model's)")
-    t.add_argument("--steps", type=int, help="training steps (default: 2000; with --time, no limit but the time)")
-    t.add_argument("--time", type=float, metavar="SECONDS",
-                   help="train for this many seconds (previews and Dice checks not counted); the schedules follow the time")
     t.add_argument("--unlabelled", nargs="*", metavar="IMAGE", help="further volumes without labels")
     t.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis of the (z, y, x) array; default: coarsest spacing")
     t.add_argument("--slices", help="annotated slices, comma-separated (default: those holding a label)")
@@ -478,14 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the labels are complete: every slice is annotated, an empty one holds background only")
     t.add_argument("--annotated-range", metavar="A:B",
                    help="every slice from A to B (both included) is annotated, an empty one as background")
-    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
-    t.add_argument("--batch", type=int, help="slices per batch, labelled and unlabelled (default: 4)")
-    t.add_argument("--eval-every", type=int, help="steps between Dice prints (default: 100)")
-    t.add_argument("--checkpoint-every", type=int, metavar="STEPS",
-                   help="also save the model in --out every this many steps (default: every 5 minutes; "
-                        "always at the end, on Ctrl-C or SIGTERM, and after an error)")
+    t.add_argument("--batch", type=int, metavar="N", help="slices per batch, labelled and unlabelled: sets both "
+                                                          "--batch-labelled and --batch-unlabelled")
     t.add_argument("--channel", type=int, help="channel to use from a multichannel or 4D image")
     t.add_argument("--window", metavar="LOW,HIGH", help="fixed intensity window, e.g. CT -160,240 HU (default: 0.5-99.5 percentiles); "
                         "--window -160,240 and --window=-160,240 both work")
@@ -498,6 +530,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", metavar="PRETRAINED",
                    help="start from pre-trained weights: a folder written by 'napari-sslseg pretrain' or its pretrained.pt")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_config_flags(
+        t, TrainConfig, "training settings (TrainConfig; each flag's default is the field's)",
+        names={"time_budget": ("--time",)},
+        notes={"steps": "with --time and no --steps, no limit but the time",
+               "time_budget": "the schedules follow the time",
+               "checkpoint_every": "the model is always saved in --out at the end, on Ctrl-C or SIGTERM, and after an error"},
+        skip=("preview_every", "preview_mc_passes"),  # the command line shows no previews
+        metavars={"time_budget": "SECONDS", "checkpoint_every": "STEPS", "checkpoint_seconds": "SECONDS", "device": "DEVICE"},
+    )
     t.set_defaults(func=cmd_train)
     _add_pretrain_parser(sub)
 
@@ -520,21 +561,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, default=1, help="study: scans predicted at once, each in its own process (default: 1)")
     r.add_argument("--threads", type=int, default=0, help="study: torch CPU threads per worker (default: cores / workers)")
     r.add_argument("-q", "--quiet", action="store_true", help="study: no progress bar")
-    r.add_argument("--mc-passes", type=int, default=8, help="MC-dropout passes for the uncertainty (default: 8)")
-    r.add_argument("--mc-scope", choices=DROPOUT_SCOPES, default="last",
-                   help="which dropout the passes sample: the last block's (one forward pass in all; default) "
-                        "or every dropout layer's (one forward pass each; every block's in a model trained with "
-                        "dropout_scope=all)")
-    r.add_argument("--batch", type=int, default=8, help="slices per forward pass (default: 8)")
     r.add_argument("--labels", help="the image's annotated slices (the training labels): their propagation prior "
                                     "is combined with the network's prediction, which keeps structures near where they were painted")
     r.add_argument("--slices", help="with --labels: the annotated slices, comma-separated (default: those holding a label)")
-    r.add_argument("--keep-fraction", type=float, default=0.1,
-                   help="per class, remove 3D pieces smaller than this fraction of its largest piece (default: 0.1; 0 = keep all)")
     r.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis (default: the model's)")
     r.add_argument("--device", default="auto")
     r.add_argument("--channel", type=int)
     r.add_argument("--window", metavar="LOW,HIGH", help="the window used in training, if any")
+    _add_config_flags(r, PredictConfig, "prediction settings (PredictConfig; each flag's default is the field's)",
+                      names={"batch_size": ("--batch",)},
+                      notes={"mc_scope": "every layer's: one forward pass each, every block's in a model trained "
+                                         "with dropout_scope=all"},
+                      metavars={"keep_fraction": "FRACTION"})
     r.set_defaults(func=cmd_predict)
 
     from . import bench

@@ -1,12 +1,21 @@
 """Training configuration: every field has a default, a unit, a reason and its allowed range.
 
 The range of a field sits beside it (:func:`setting`); :func:`validate` checks a config
-against them, and is what the command line, the panel and the Python API all call.
+against them. :class:`TrainConfig` and :class:`PredictConfig` are frozen and validate
+themselves when built, so the command line, the panel and the Python API all hold checked
+values; a changed copy is ``dataclasses.replace(config, field=value)``, checked again.
+The comment beside each field is its help (:func:`field_help`), for the command line's flags.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
+import io
 import math
+import textwrap
+import tokenize
 import typing
 from dataclasses import asdict, dataclass, field, fields
 
@@ -24,7 +33,7 @@ def setting(default, low=None, high=None, *, above=None, below=None, multiple=No
     return field(default=default, metadata={"limits": limits})
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Settings of the training loop shared by every method."""
 
@@ -54,6 +63,9 @@ class TrainConfig:
     checkpoint_every: int = setting(0, 0)  # steps between checkpoints written during the run (the Trainer's ``checkpoint``); 0 = none by steps
     checkpoint_seconds: float = setting(300.0, 0.0)  # also one when this many seconds passed since the last, so an interrupted run loses at most these; 0 = none by time
 
+    def __post_init__(self):
+        validate(self)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -63,7 +75,7 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-@dataclass
+@dataclass(frozen=True)
 class PredictConfig:
     """Settings of a whole-volume prediction (``inference.predict_volume``)."""
 
@@ -71,6 +83,9 @@ class PredictConfig:
     batch_size: int = setting(8, 1)  # slices per forward pass
     mc_scope: str = setting("last", choices=DROPOUT_SCOPES)  # which dropout the passes sample: the last block's (one forward pass in all) or every layer's
     keep_fraction: float = setting(0.1, 0.0, 1.0)  # per class, 3D pieces under this fraction of its largest are removed; 0 = keep all
+
+    def __post_init__(self):
+        validate(self)
 
 
 def _describe(limits: dict, kind: type) -> str:
@@ -107,7 +122,8 @@ def _check(value, kind: type, limits: dict):
 
 def validate(config, prefix: str = ""):
     """Check every field of a config dataclass for its type and range; return the config, numbers
-    converted to their field's type (an int for a float field, 2.0 for an int one).
+    converted to their field's type (an int for a float field, 2.0 for an int one), in place (also
+    in a frozen config: its ``__post_init__`` calls this before anyone holds it).
 
     Raises:
         InputError: one line per bad value, naming the field, the value and what is allowed.
@@ -122,7 +138,22 @@ def validate(config, prefix: str = ""):
         if checked is None:
             bad.append(f"{prefix}{f.name} = {value!r} is not allowed: it takes {_describe(limits, kind)}.")
         else:
-            setattr(config, f.name, checked)
+            object.__setattr__(config, f.name, checked)
     if bad:
         raise InputError("\n".join(bad))
     return config
+
+
+@functools.cache
+def field_help(cls: type) -> dict[str, str]:
+    """The comment beside each field of the dataclass ``cls`` in its source, by field name ("" for a
+    field without one, and for every field where the source cannot be read)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {f.name: "" for f in fields(cls)}
+    comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    lines = {node.target.id: node.end_lineno for node in ast.parse(source).body[0].body
+             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)}
+    return {f.name: comments.get(lines.get(f.name), "") for f in fields(cls)}

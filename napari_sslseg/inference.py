@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import PredictConfig, validate
+from .config import PredictConfig
 from .data import Volume, resample_slice, target_size
 from .networks import LastBlockSampler, enable_dropout
 from .uncertainty import entropy, mc_dropout
@@ -192,7 +192,7 @@ def predict_volume(
         keep_fraction: with every slice predicted, remove each class's 3D pieces smaller than this
             fraction of its largest (:func:`remove_small_components`); 0 keeps all.
     """
-    validate(PredictConfig(mc_passes, batch_size, mc_scope, keep_fraction))
+    PredictConfig(mc_passes, batch_size, mc_scope, keep_fraction)  # validates itself
     device = torch.device(device) if device is not None else next(model.student.parameters()).device
     axis = volume.axis
     shape = volume.image.shape

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import BasicUNet, PatchDiscriminator
 from torch import nn
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 
 def build_unet(
@@ -41,6 +46,19 @@ def build_unet(
         keep = _last_adn(net).D
         _swap_dropout(net, lambda d: d if d is keep else nn.Identity())
     return net
+
+
+def input_channels(config: "TrainConfig", num_classes: int) -> int:
+    """The network's input: the image (the slice and ``context`` neighbours on each side), plus the
+    prior's foreground classes with ``prior_input``."""
+    return 1 + 2 * config.context + (num_classes - 1 if config.prior_input else 0)
+
+
+def student_network(config: "TrainConfig", num_classes: int) -> nn.Module:
+    """The segmenter a training ``config`` describes for ``num_classes`` classes: what a training
+    builds, and what a checkpoint's weights are loaded into."""
+    return build_unet(num_classes, config.width, config.dropout, in_channels=input_channels(config, num_classes),
+                      dropout_scope=config.dropout_scope)
 
 
 _DROPOUTS = (nn.Dropout, nn.Dropout2d, nn.Dropout3d)

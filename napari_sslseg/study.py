@@ -86,7 +86,7 @@ _MODEL: dict = {}  # per process: the loaded model, by path
 
 def _model(model_path: str, device: str):
     from .devices import pick_device
-    from .training import load_model
+    from .checkpoint import load_model
 
     key = (model_path, device)
     if key not in _MODEL:

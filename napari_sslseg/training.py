@@ -37,7 +37,8 @@ from monai.transforms import (
 )
 
 from . import checkpoint
-from .config import TrainConfig, validate
+from .checkpoint import check_resume, restore, resumed
+from .config import TrainConfig
 from .data import SlicePool, Volume, default_class_names, painted_values, resample_slice, target_size, to_classes
 from .devices import pick_device
 from .errors import InputError, TrainingError
@@ -58,7 +59,7 @@ from .events import (
 from .inference import Prediction, SegmentationModel, pad16, predict_volume, prior_prediction
 from .metrics import dice_per_class
 from .methods import METHODS, StepContext, create_method, method_config, student_pass, supervised_loss
-from .networks import build_unet
+from .networks import student_network
 from .prior import Prior
 from .schedules import poly_lr, projected_steps
 
@@ -79,12 +80,6 @@ _NEARBY_REACH = 0.5
 _REGISTERED_SCANS = 4
 #: Slices each scan's prior keeps computed in such a cohort (without registration a slice costs milliseconds).
 _COHORT_PRIOR_SLICES = 16
-
-
-def input_channels(config: TrainConfig, num_classes: int) -> int:
-    """The network's input: the image (the slice and ``context`` neighbours on each side), plus the
-    prior's foreground classes with ``prior_input``."""
-    return 1 + 2 * config.context + (num_classes - 1 if config.prior_input else 0)
 
 
 @contextlib.contextmanager
@@ -151,10 +146,12 @@ class Trainer:
         volumes: the volumes; each may have labels and annotated slices, or be unlabelled.
         method: a registered method name (see :data:`napari_sslseg.methods.METHODS`); default:
             the resumed model's, else "mean_teacher".
-        config: loop settings.
+        config: loop settings; a resumed run trains the checkpoint's network (a copy of ``config``
+            with its fields, see :func:`napari_sslseg.checkpoint.resumed`; ``config`` itself is not changed).
         method_options: the method's config fields to change, as a dict.
         class_names: one name per class, background first; default "class N".
-        resume: a checkpoint payload (from :func:`checkpoint.load`) to continue from.
+        resume: a checkpoint payload (from :func:`checkpoint.load`) to continue from: its method,
+            options, network, classes and weights.
         checkpoint: where the training state is written every ``config.checkpoint_every`` steps
             and ``config.checkpoint_seconds`` seconds, at the end of the run (completed or
             stopped), when the run is closed mid-way, and after a failure (the last state);
@@ -174,20 +171,17 @@ class Trainer:
         checkpoint: str | Path | None = None,
         init: str | Path | dict | None = None,
     ):
-        self.config = config = validate(config or TrainConfig())
+        config = config or TrainConfig()
         if init is not None and resume is not None:
             raise InputError("A resumed training continues its own weights; start from pre-trained ones in a new training only.")
         if resume is not None:
-            method, method_options = resumed_method(resume, method, method_options, config)
+            method, method_options, config = resumed(resume, method, method_options, config)
+        self.config = config
         method = method or "mean_teacher"
         method_config(method, method_options)  # checked before any work
         self.pool = SlicePool(volumes)
         if resume is not None:
-            saved = saved_config(resume)
-            # the network must match the weights (and the dropout they were trained with)
-            config.width, config.dropout, config.dropout_scope = saved.width, saved.dropout, saved.dropout_scope
-            config.prior_input, config.context = saved.prior_input, saved.context
-            self._check_resume(resume)
+            check_resume(resume, self.pool.volumes[0].axis, self.pool.target_spacing)
         self.label_values, self.notes = _label_values(self.pool.volumes, class_names, resume)
         for vol in self.pool.volumes:
             self._take_label_values(vol)
@@ -207,8 +201,7 @@ class Trainer:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
-        self.model = build_unet(num_classes, config.width, config.dropout, in_channels=input_channels(config, num_classes),
-                                dropout_scope=config.dropout_scope).to(self.device)
+        self.model = student_network(config, num_classes).to(self.device)
         if init is not None:  # before the method copies the student (an EMA teacher starts from the same weights)
             from . import pretrain
 
@@ -246,21 +239,10 @@ class Trainer:
         self.paused = False
         self._stop = False
         if resume is not None:
-            self._load(resume)
+            self.step = restore(resume, self.model, self.method, self.optimizer)
         self.checkpoint_path = Path(checkpoint) if checkpoint is not None else None
         self._saved = (self.step, time.monotonic())  # step and time of the last checkpoint
         self._finished = False
-
-    def _check_resume(self, payload: dict) -> None:
-        axis, saved_axis = self.pool.volumes[0].axis, payload.get("axis")
-        if saved_axis is not None and saved_axis != axis:
-            raise InputError(f"The model was trained on slices along axis {saved_axis}; these volumes use axis {axis}.")
-        saved = payload.get("target_spacing")
-        if saved and not np.allclose(saved, self.pool.target_spacing, rtol=0.05):
-            raise InputError(
-                f"The model was trained at {saved} mm in-plane; these slices are at "
-                f"{tuple(round(s, 3) for s in self.pool.target_spacing)} mm. Start a new training."
-            )
 
     # ----- commands -----
     def submit(self, command) -> None:
@@ -694,13 +676,6 @@ class Trainer:
         with self.lock:  # tensors are written while no step changes them
             return checkpoint.save(self.state(), path)
 
-    def _load(self, payload: dict) -> None:
-        self.model.load_state_dict(payload["model"])
-        self.method.load_state_dict(payload.get("method_state", {}))
-        if "optimizer" in payload:
-            self.optimizer.load_state_dict(payload["optimizer"])
-        self.step = int(payload.get("step", 0))
-
 
 def prior_loss(logits: torch.Tensor, prior: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Soft Dice + cross-entropy of the student's ``logits`` against the prior's soft labels, each
@@ -738,53 +713,3 @@ def _label_values(volumes, class_names, resume: dict | None) -> tuple[list[int] 
     return values, [f"The labels use values {', '.join(map(str, values))}: trained as classes "
                     f"{', '.join(map(str, range(len(values))))} ({moved}); predictions use your values."]
 
-
-def resumed_method(payload: dict, method: str | None, options: dict | None, config: TrainConfig) -> tuple[str, dict]:
-    """The method and options a resumed run continues with: the checkpoint's. A different method,
-    a different option value, or a step count the model has already reached is refused rather than
-    silently overridden."""
-    saved, saved_options, done = payload["method"], dict(payload.get("method_options") or {}), int(payload.get("step", 0))
-    if method is not None and method != saved:
-        raise InputError(f"The model was trained with '{saved}'; a resumed run cannot switch to '{method}'. "
-                         "Resume without naming another method, or start a new training.")
-    changed = [f"{k}={v!r} " + (f"(trained with {saved_options[k]!r})" if k in saved_options else f"(no option of '{saved}')")
-               for k, v in (options or {}).items() if k not in saved_options or saved_options[k] != v]
-    if changed:
-        raise InputError(f"A resumed run keeps the options the model was trained with; {', '.join(changed)} "
-                         "would change them. Resume without them, or start a new training.")
-    if config.time_budget <= 0 and config.steps <= done:
-        raise InputError(f"The model has trained {done} steps already; steps = {config.steps} leaves none to train. "
-                         f"Give the total number of steps, more than {done}.")
-    return saved, saved_options
-
-
-def saved_config(payload: dict) -> TrainConfig:
-    """The TrainConfig a checkpoint was trained with; checkpoints written before ``dropout_scope``
-    existed had dropout in every block."""
-    d = dict(payload.get("config", {}))
-    d.setdefault("dropout_scope", "all")
-    d.setdefault("prior_input", False)  # nor a prior among their inputs
-    return validate(TrainConfig.from_dict(d))
-
-
-def load_model(path, device: str | torch.device = "cpu") -> SegmentationModel:
-    """A trained model from a checkpoint file or a train output folder, ready to predict."""
-    payload = checkpoint.load(path)
-    cfg = saved_config(payload)
-    C = int(payload["num_classes"])
-    student = build_unet(C, cfg.width, cfg.dropout, in_channels=input_channels(cfg, C), dropout_scope=cfg.dropout_scope)
-    student.load_state_dict(payload["model"])
-    method = create_method(payload["method"], student, C, payload.get("method_options"))
-    method.load_state_dict(payload.get("method_state", {}))
-    model = SegmentationModel(
-        student=student,
-        num_classes=C,
-        class_names=list(payload.get("class_names") or default_class_names(C)),
-        target_spacing=tuple(payload["target_spacing"]) if payload.get("target_spacing") else None,
-        axis=payload.get("axis"),
-        method=method,
-        prior_input=cfg.prior_input,
-        context=cfg.context,
-        label_values=payload.get("label_values"),
-    )
-    return model.to(pick_device(str(device)) if not isinstance(device, torch.device) else device)

@@ -12,7 +12,8 @@ from napari_sslseg import checkpoint
 from napari_sslseg.config import TrainConfig
 from napari_sslseg.errors import CheckpointError
 from napari_sslseg.inference import predict_volume
-from napari_sslseg.training import Trainer, load_model
+from napari_sslseg.checkpoint import load_model
+from napari_sslseg.training import Trainer
 
 
 def cfg(steps):
@@ -102,9 +103,11 @@ def test_resume_takes_the_network_shape_from_the_file(tiny_volume, tmp_path):
     first = Trainer([tiny_volume], "supervised", cfg(2))
     list(first.run())
     first.save(tmp_path / "model.pt")
-    wider = TrainConfig(**{**cfg(4).to_dict(), "width": 16})
+    wider = TrainConfig(**{**cfg(4).to_dict(), "width": 16, "context": 1, "dropout_scope": "all"})
     resumed = Trainer([tiny_volume], "supervised", wider, resume=checkpoint.load(tmp_path / "model.pt"))
     assert resumed.config.width == 8 and resumed.step == 2
+    assert (resumed.config.context, resumed.config.dropout_scope) == (0, "last")
+    assert (wider.width, wider.context, wider.dropout_scope) == (16, 1, "all")  # the caller's settings as they were
 
 
 def test_resume_refuses_another_axis(tiny_volume, tmp_path):

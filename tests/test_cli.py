@@ -259,6 +259,50 @@ def test_bad_numbers_are_refused_before_any_work(tmp_path, capsys, args, message
     assert not out.exists()  # refused before the output folder was made
 
 
+def _parse(*argv):
+    from napari_sslseg.cli import build_parser
+
+    return build_parser().parse_args(list(argv))
+
+
+def test_train_flags_are_the_training_settings_with_the_dataclass_defaults(capsys):
+    """One flag per TrainConfig field (but the previews', which the command line does not show),
+    its help the field's comment; a flag not given keeps the field's default."""
+    from dataclasses import fields, replace
+
+    from napari_sslseg.cli import _NO_STEP_LIMIT, _train_config
+    from napari_sslseg.config import TrainConfig, field_help
+
+    base = ["train", "image.nii.gz", "labels.nii.gz", "--out", "run"]
+    assert _train_config(_parse(*base)) == TrainConfig()
+    given = _parse(*base, "--batch", "2", "--batch-unlabelled", "1", "--no-augment", "--time", "5", "--lr", "0.01",
+                   "--dropout-scope", "all", "--eval-every", "0", "--checkpoint-every", "7", "--seed", "3")
+    assert _train_config(given) == replace(
+        TrainConfig(), batch_labelled=2, batch_unlabelled=1, augment=False, time_budget=5.0, steps=_NO_STEP_LIMIT, lr=0.01,
+        dropout_scope="all", eval_every=0, checkpoint_every=7, seed=3)
+    assert _train_config(_parse(*base, "--time-budget", "5", "--steps", "40")).steps == 40
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name.startswith("preview"):
+            assert flag not in shown
+        else:
+            assert flag in shown and " ".join(field_help(TrainConfig)[f.name].replace("``", "").split()) in shown, f.name
+
+
+def test_predict_flags_are_the_prediction_settings():
+    from napari_sslseg.cli import _config
+    from napari_sslseg.config import PredictConfig
+
+    base = ["predict", "run", "image.nii.gz", "--out", "prediction"]
+    assert _config(PredictConfig, _parse(*base)) == PredictConfig()
+    assert _config(PredictConfig, _parse(*base, "--batch", "3", "--mc-scope", "all", "--keep-fraction", "0")) == \
+        PredictConfig(batch_size=3, mc_scope="all", keep_fraction=0.0)
+    assert _config(PredictConfig, _parse(*base, "--batch-size", "5")).batch_size == 5
+
+
 def test_resume_refuses_another_method_and_too_few_steps(tmp_path, capsys):
     run = tmp_path / "run"
     common = [str(BRAIN1_IMAGE), str(BRAIN1_LABEL), "--out", str(run), "-q", "--eval-every", "0"]

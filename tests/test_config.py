@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 
-from napari_sslseg.config import PredictConfig, TrainConfig, validate
+from napari_sslseg.config import PredictConfig, TrainConfig, field_help, validate
 from napari_sslseg.errors import InputError
 from napari_sslseg.methods import METHODS, method_config
 
@@ -44,6 +46,28 @@ def test_every_bad_value_is_reported_and_numbers_take_their_fields_type():
     assert [line.split(" =")[0] for line in str(info.value).splitlines()] == ["batch_labelled", "width", "dropout"]
     config = validate(TrainConfig(lr=1, steps=3.0))
     assert type(config.lr) is float and type(config.steps) is int
+
+
+@pytest.mark.parametrize("cls", [TrainConfig, PredictConfig])
+def test_settings_are_checked_when_made_and_cannot_change_after(cls):
+    import dataclasses
+
+    config = cls()
+    name = fields(cls)[0].name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(config, name, -1)
+    with pytest.raises(InputError, match=f"^{name} = -1 is not allowed"):
+        dataclasses.replace(config, **{name: -1})
+    with pytest.raises(InputError, match=f"^{name} = -1 is not allowed"):
+        cls(**{name: -1})
+    assert config == cls()
+
+
+@pytest.mark.parametrize("cls", [TrainConfig, PredictConfig])
+def test_every_setting_has_its_reason_beside_it(cls):
+    """The comment beside each field is its help on the command line."""
+    helps = field_help(cls)
+    assert [name for name in helps if not helps[name]] == [] and set(helps) == {f.name for f in fields(cls)}
 
 
 def test_method_options_are_checked_against_their_types():

@@ -262,7 +262,7 @@ def test_a_0_255_mask_trains_two_classes_and_predicts_in_its_values(tiny_volume,
     """A binary mask saved as 0/255 used to train a 256-class model."""
     from napari_sslseg import checkpoint
     from napari_sslseg.inference import predict_annotated_volume
-    from napari_sslseg.training import load_model
+    from napari_sslseg.checkpoint import load_model
 
     mask = Volume(tiny_volume.image, labels=tiny_volume.labels * 255, name="mask")
     trainer = Trainer([mask], "supervised", cfg(steps=3, preview_every=3), checkpoint=tmp_path / "model.pt")
@@ -328,7 +328,7 @@ def test_neighbouring_slices_reach_the_network_and_a_saved_model(tiny_volume, tm
     """2.5D: with ``context=1`` the network's input holds the slice, the slice below and the slice
     above (then the prior); a saved model predicts with the same inputs."""
     from napari_sslseg.inference import predict_volume
-    from napari_sslseg.training import load_model
+    from napari_sslseg.checkpoint import load_model
 
     stack = tiny_volume.image_stack(0, 1)
     assert stack.shape == (3, *tiny_volume.slice_shape)

@@ -12,8 +12,8 @@ from napari_sslseg.data import Volume
 from napari_sslseg.events import StepEvent
 from napari_sslseg.inference import predict_volume
 from napari_sslseg.methods import METHODS
-from napari_sslseg.networks import build_unet
-from napari_sslseg.training import Trainer, input_channels
+from napari_sslseg.networks import student_network
+from napari_sslseg.training import Trainer
 from napari_sslseg.bench.datasets import Dataset
 from napari_sslseg.bench.datasets import labelled_extent
 from napari_sslseg.bench.protocol import evenly_spaced, predict, score, scored_slices, trainer_for
@@ -129,9 +129,7 @@ def inference_time(trainer: Trainer, image: np.ndarray, spacing, axis: int, cfg:
     if cfg.inference_all_slices:
         # the same weights with dropout after every convolution: what `--mc-scope all` samples in a
         # network trained with dropout_scope="all" (a default network has only the last block's)
-        tc = trainer.config
-        everywhere = build_unet(model.num_classes, tc.width, tc.dropout, in_channels=input_channels(tc, model.num_classes),
-                                dropout_scope="all").to(trainer.device)
+        everywhere = student_network(replace(trainer.config, dropout_scope="all"), model.num_classes).to(trainer.device)
         everywhere.load_state_dict(model.student.state_dict())
         model_all = replace(model, student=everywhere, method=None)
         every, timed_every = whole_volume_seconds(model_all, cfg.inference_all_slices, "all")

@@ -12,7 +12,7 @@ from ..data import default_axis
 from ..devices import pick_device
 from ..errors import InputError
 from ..inference import predict_annotated_volume
-from ..training import load_model
+from ..checkpoint import load_model
 from . import notify
 from .data_widget import layer_choices, slice_grid
 from .layout import group

@@ -25,12 +25,12 @@ from typing import Callable
 import numpy as np
 
 from ..data import keep_slices
+from .config import ITK_SLICES
 from .protocol import Scores
 
 BASELINES = ("prior", "itk_interpolation")
 ITK_PACKAGE = "itk-morphologicalcontourinterpolation"
 INSTALL_HINT = f'not installed (pip install "napari-sslseg[bench]", or {ITK_PACKAGE})'
-ITK_SLICES = ("detected", "annotated")  # as itk_worker.SLICES (that file imports nothing of this package)
 #: Where ITK runs: a script of numpy and ITK only, started by path in a process of its own.
 ITK_WORKER = Path(__file__).with_name("itk_worker.py")
 

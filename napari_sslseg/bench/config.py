@@ -7,6 +7,9 @@ from dataclasses import dataclass, field, replace
 #: The methods of the time axis in a --quick run (the fewest that still compare learning on
 #: unannotated slices with the supervised baseline), where they are among the run's methods.
 QUICK_TIME_METHODS = ("supervised", "mean_teacher")
+#: Where ITK's interpolation takes its annotated slices from (``BenchConfig.itk_slices``); as
+#: itk_worker.SLICES (that file imports nothing of this package).
+ITK_SLICES = ("detected", "annotated")
 
 
 #: Rows that are a registered method with other settings, by row name: (method, TrainConfig fields).

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ..events import StepEvent
@@ -82,7 +82,7 @@ def train_for(ds: Dataset, annotated: list[int], axis: int, method: str, times: 
     base, settings = method_settings(method)
     trainer = trainer_for(ds, annotated, axis, base, threads, **train_settings(pending[-1], seed), **settings)
     # the engine counts its training steps only: what is left of the budget once the trainer is built
-    trainer.config.time_budget = max(pending[-1] - (clock() - started), 1e-3)
+    trainer.config = replace(trainer.config, time_budget=max(pending[-1] - (clock() - started), 1e-3))
 
     def checkpoint(upto: float) -> None:
         """Score the current model for every pending checkpoint up to ``upto`` s (once for them all)."""
