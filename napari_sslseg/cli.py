@@ -186,14 +186,14 @@ def _train(args, config, trainer_class=None) -> int:
     from .data import Volume
     from .errors import InputError
     from .io import check_writable, read_volume
-    from .methods import method_config
+    from .methods import DEFAULT_METHOD, method_config
 
     options = _parse_options(args.option)
     resume = checkpoint.load(args.out if args.resume == "" else args.resume) if args.resume is not None else None
     if resume is not None:
         checkpoint.resumed(resume, args.method, options, config)  # refused before any volume is read
     else:
-        method_config(args.method or "mean_teacher", options)
+        method_config(args.method or DEFAULT_METHOD, options)
     window = _parse_window(args.window)
     out = check_writable(args.out)
     if is_cohort(args.image):
@@ -491,7 +491,7 @@ def cmd_propagate(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import PredictConfig, TrainConfig
+    from .config import DEFAULT_METHOD, PredictConfig, TrainConfig
 
     p = argparse.ArgumentParser(prog="napari-sslseg", description="Semi-supervised segmentation of 3D medical volumes.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -508,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cache", metavar="DIR", help="cohort: folder of the scans' uncompressed copies, memory-mapped in "
                                                    "training (default: OUT/volumes.cache)")
     t.add_argument("--out", required=True, help="output folder (model.pt, config.json)")
-    t.add_argument("--method", help="see 'napari-sslseg methods' (default: mean_teacher; with --resume, the model's)")
+    t.add_argument("--method", help=f"see 'napari-sslseg methods' (default: {DEFAULT_METHOD}; with --resume, the model's)")
     t.add_argument("--unlabelled", nargs="*", metavar="IMAGE", help="further volumes without labels")
     t.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis of the (z, y, x) array; default: coarsest spacing")
     t.add_argument("--slices", help="annotated slices, comma-separated (default: those holding a label)")

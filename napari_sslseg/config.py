@@ -21,6 +21,9 @@ from dataclasses import asdict, dataclass, field, fields
 
 from .errors import InputError
 
+#: The method of a training that names none (command line, panel, Python API).
+DEFAULT_METHOD = "mean_teacher"
+
 #: Where dropout sits in the U-Net (``networks.build_unet``).
 DROPOUT_SCOPES = ("last", "all")
 

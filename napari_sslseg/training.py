@@ -58,7 +58,7 @@ from .events import (
 )
 from .inference import Prediction, SegmentationModel, pad16, predict_volume, prior_prediction
 from .metrics import dice_per_class
-from .methods import METHODS, StepContext, create_method, method_config, student_pass, supervised_loss
+from .methods import DEFAULT_METHOD, METHODS, StepContext, create_method, method_config, student_pass, supervised_loss
 from .networks import student_network
 from .prior import Prior
 from .schedules import poly_lr, projected_steps
@@ -145,7 +145,7 @@ class Trainer:
     Args:
         volumes: the volumes; each may have labels and annotated slices, or be unlabelled.
         method: a registered method name (see :data:`napari_sslseg.methods.METHODS`); default:
-            the resumed model's, else "mean_teacher".
+            the resumed model's, else ``methods.DEFAULT_METHOD``.
         config: loop settings; a resumed run trains the checkpoint's network (a copy of ``config``
             with its fields, see :func:`napari_sslseg.checkpoint.resumed`; ``config`` itself is not changed).
         method_options: the method's config fields to change, as a dict.
@@ -177,7 +177,7 @@ class Trainer:
         if resume is not None:
             method, method_options, config = resumed(resume, method, method_options, config)
         self.config = config
-        method = method or "mean_teacher"
+        method = method or DEFAULT_METHOD
         method_config(method, method_options)  # checked before any work
         self.pool = SlicePool(volumes)
         if resume is not None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from magicgui.widgets import ComboBox, Container, Label
 
-from ..methods import METHODS
+from ..methods import DEFAULT_METHOD, METHODS
 from .forms import dataclass_form, form_values
 from .layout import group
 
 
 class MethodSection:
     def __init__(self):
-        self.choice = ComboBox(name="method", label="method", choices=sorted(METHODS), value="mean_teacher")
+        self.choice = ComboBox(name="method", label="method", choices=sorted(METHODS), value=DEFAULT_METHOD)
         self.summary = Label(name="summary")
         self.summary.native.setWordWrap(True)
         self.options = Container(name="options")

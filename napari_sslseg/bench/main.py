@@ -17,7 +17,7 @@ from ..config import TrainConfig
 from ..errors import InputError
 from ..methods import method_config
 from . import report
-from .config import VARIANTS, BenchConfig
+from .config import VARIANTS, BenchConfig, method_settings
 from .datasets import Dataset, crop_to_labels, labelled_extent, load_pair, parse_label_map
 from .runner import (baseline_ks, run_accuracy, run_baseline_rows, run_time_axis, time_trainings_planned,
                      trainings_planned)
@@ -80,7 +80,7 @@ def main(args, cfg: BenchConfig, dataset: Dataset | None = None, extra: Extra | 
     extra = extra or Extra()
     try:
         for m in dict.fromkeys(list(cfg.methods) + cfg.timed_methods()):
-            method_config(m)
+            method_config(method_settings(m)[0])
     except InputError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -8,10 +8,11 @@ panel, the benchmark and the tests alike. A new method is one file here.
 import importlib
 import pkgutil
 
+from ..config import DEFAULT_METHOD
 from .base import METHODS, Method, StepContext, create_method, method_config, register, student_pass, supervised_loss
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     if _module != "base":
         importlib.import_module(f"{__name__}.{_module}")
 
-__all__ = ["METHODS", "Method", "StepContext", "create_method", "method_config", "register", "student_pass", "supervised_loss"]
+__all__ = ["DEFAULT_METHOD", "METHODS", "Method", "StepContext", "create_method", "method_config", "register", "student_pass", "supervised_loss"]
