@@ -181,3 +181,29 @@ def test_file_open_and_save_keep_spacing_with_the_default_choices(make_napari_vi
     written = viewer.layers.save(str(tmp_path / "labels.nii.gz"), selected=True)
     assert written == [str(tmp_path / "labels.nii.gz")]
     assert read_volume(written[0])[1].same_grid(geometry)
+
+
+def test_the_first_file_open_of_a_fresh_install_reads_with_the_plugin_when_the_user_presses_ok(
+        make_napari_viewer, monkeypatch):
+    """Before the plugin's first use napari asks which reader to use (several match, none is saved);
+    the choice it preselects is the plugin's, so OK keeps the spacing."""
+    from napari._qt.dialogs.qt_reader_dialog import QtReaderDialog
+    from napari.settings import get_settings
+    from npe2 import PluginManager
+
+    viewer = make_napari_viewer()
+    _activated_afresh()
+    get_settings().plugins.extension2reader = {}
+    offered = []
+
+    def press_ok(dialog):
+        offered.append([b.text() for b in dialog.reader_btn_group.buttons()])
+        return 1  # accepted, with the preselected reader
+
+    monkeypatch.setattr(QtReaderDialog, "exec_", press_ok)
+    viewer.window._qt_viewer._qt_open([str(BRAIN1)], stack=False)  # File > Open
+    ours = PluginManager.instance().get_manifest("napari-sslseg").display_name
+    assert len(offered) == 1 and len(offered[0]) > 1 and offered[0][0] == ours  # asked, ours preselected
+    image = viewer.layers["brain1_crop_image"]
+    np.testing.assert_allclose(image.scale, read_volume(BRAIN1)[1].spacing_zyx)
+    assert META_KEY in image.metadata
