@@ -1,7 +1,7 @@
 """Does self-supervised pre-training pay? Fine-tuning with and without it on the whole Colin27 head.
 
-    python benchmarks/pretrain_gain.py pretrain OBJECTIVE STEPS OUT_DIR
-    python benchmarks/pretrain_gain.py finetune INIT|none METHOD STEPS SEED K RESULTS.jsonl
+    python -m benchmarks.pretrain_gain pretrain OBJECTIVE STEPS OUT_DIR
+    python -m benchmarks.pretrain_gain finetune INIT|none METHOD STEPS SEED K RESULTS.jsonl
 
 The protocol is the benchmark's (napari_sslseg.bench.protocol): k annotated slices evenly spaced
 through the labelled extent along axis 0, every unannotated slice of the volume scored (Dice).
@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from napari_sslseg import pretrain
-from napari_sslseg.bench.datasets import load_preset
-from napari_sslseg.bench.protocol import evenly_spaced, labelled_extent, predict, score, scored_slices, training_volume
+from benchmarks.tools.presets import load_preset
+from napari_sslseg.bench.datasets import labelled_extent
+from napari_sslseg.bench.protocol import evenly_spaced, predict, score, scored_slices, training_volume
 from napari_sslseg.config import TrainConfig
 from napari_sslseg.data import Volume
 from napari_sslseg.training import Trainer
