@@ -317,19 +317,15 @@ def cmd_pretrain(args) -> int:
     """Self-supervised pre-training on images without labels (:mod:`napari_sslseg.pretrain`)."""
     from tqdm import tqdm
 
-    from .config import validate
     from .data import Volume
     from .errors import InputError
     from .events import CheckpointEvent, FinishedEvent, StepEvent
     from .io import check_writable, read_volume
     from .pretrain import PretrainConfig, Pretrainer
 
-    if args.time is not None and args.time <= 0:
-        raise InputError(f"--time takes seconds of pre-training, more than 0; got {args.time:g}.")
-    steps = args.steps if args.steps is not None else (_NO_STEP_LIMIT if args.time else PretrainConfig.steps)
-    batch = {} if args.batch is None else {"batch": args.batch}
-    config = validate(PretrainConfig(objective=args.objective, steps=steps, time_budget=args.time or 0.0, seed=args.seed,
-                                     device=args.device, threads=args.threads, **batch))
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise InputError(f"--time takes seconds of pre-training, more than 0; got {args.time_budget:g}.")
+    config = _config(PretrainConfig, args, **({"steps": _NO_STEP_LIMIT} if args.time_budget is not None and args.steps is None else {}))
     window = _parse_window(args.window)
     out = check_writable(args.out)
     volumes = []
@@ -361,24 +357,18 @@ def cmd_pretrain(args) -> int:
 
 
 def _add_pretrain_parser(sub) -> None:
-    from .pretrain import OBJECTIVES
+    from .pretrain import PretrainConfig
 
     p = sub.add_parser("pretrain", help="self-supervised pre-training on images without labels")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="volumes: NIfTI, NRRD, MHA/MHD files or DICOM folders")
     p.add_argument("--out", required=True, help="output folder (pretrained.pt)")
-    p.add_argument("--objective", choices=OBJECTIVES, default="contrastive",
-                   help="contrastive: SimCLR on slice crops, the encoder (default); reconstruction: paint hidden blocks back, the whole U-Net")
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, help="pre-training steps (default: 600)")
-    budget.add_argument("--time", type=float, metavar="SECONDS", help="pre-train for this many seconds")
     p.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis; default: coarsest spacing (use the training's)")
-    p.add_argument("--batch", type=int, help="slices per step (default: 8)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     p.add_argument("--channel", type=int, help="channel to use from a multichannel or 4D image")
     p.add_argument("--window", metavar="LOW,HIGH", help="fixed intensity window (use the training's)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_config_flags(p, PretrainConfig, "pre-training settings (every field of PretrainConfig)",
+                      names={"time_budget": ("--time",)}, metavars={"time_budget": "SECONDS"},
+                      notes={"time_budget": "--time alone: no step limit"})
     p.set_defaults(func=cmd_pretrain)
 
 

@@ -61,9 +61,9 @@ INPUT_WEIGHT = "conv_0.conv_0.conv.weight"
 HEAD = "final_conv."
 
 
-@dataclass
+@dataclass(frozen=True)
 class PretrainConfig:
-    """Settings of a self-supervised pre-training run."""
+    """Settings of a self-supervised pre-training run; frozen and checked when built, as TrainConfig."""
 
     objective: str = setting("contrastive", choices=OBJECTIVES)  # what the network learns without labels (module docstring); contrastive gained more per step, at 2/3 of the cost (README, Pre-training)
     steps: int = setting(600, 1)  # optimiser steps in all (what was measured, README); with ``time_budget`` only a ceiling
@@ -84,6 +84,9 @@ class PretrainConfig:
     seed: int = setting(0, 0, 2**32 - 2)  # seeds torch and numpy; CPU runs repeat exactly
     device: str = "auto"  # "auto" = CUDA, else MPS, else CPU; or a torch device string
     threads: int = setting(0, 0)  # torch CPU threads; 0 = torch's default
+
+    def __post_init__(self):
+        validate(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "PretrainConfig":
@@ -144,7 +147,7 @@ class Pretrainer:
     """
 
     def __init__(self, volumes: Sequence[Volume], config: PretrainConfig | None = None):
-        self.config = config = validate(config or PretrainConfig())
+        self.config = config = config or PretrainConfig()
         if not volumes:
             raise InputError("No volume to pre-train on.")
         self.volumes = list(volumes)

@@ -303,6 +303,26 @@ def test_predict_flags_are_the_prediction_settings():
     assert _config(PredictConfig, _parse(*base, "--batch-size", "5")).batch_size == 5
 
 
+def test_pretrain_flags_are_the_pretraining_settings(capsys):
+    from dataclasses import fields
+
+    from napari_sslseg.cli import _config
+    from napari_sslseg.pretrain import PretrainConfig
+
+    base = ["pretrain", "image.nii.gz", "--out", "pre"]
+    assert _config(PretrainConfig, _parse(*base)) == PretrainConfig()
+    assert _config(PretrainConfig, _parse(*base, "--objective", "reconstruction", "--batch", "4", "--mask-ratio", "0.6")) == \
+        PretrainConfig(objective="reconstruction", batch=4, mask_ratio=0.6)
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert all("--" + f.name.replace("_", "-") in shown for f in fields(PretrainConfig)) and "--time SECONDS" in shown
+    with pytest.raises(SystemExit):
+        _parse(*base, "--objective", "painting")  # not a choice
+    assert _parse(*base, "--time", "30").time_budget == 30.0
+    assert main([*base, "--time", "0"]) == 2 and "--time takes seconds" in capsys.readouterr().err
+
+
 def test_resume_refuses_another_method_and_too_few_steps(tmp_path, capsys):
     run = tmp_path / "run"
     common = [str(BRAIN1_IMAGE), str(BRAIN1_LABEL), "--out", str(run), "-q", "--eval-every", "0"]
