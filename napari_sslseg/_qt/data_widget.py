@@ -14,7 +14,7 @@ from napari.layers import Image, Labels
 from ..annotation import COMPLETE_MODES, AnnotationSession, SliceAxis, slice_ranges
 from ..data import default_axis
 from ..errors import InputError
-from ..training import default_class_names
+from ..data import default_class_names
 from .layout import group
 
 AXES = [("0 (z)", 0), ("1 (y)", 1), ("2 (x)", 2)]

@@ -36,9 +36,13 @@ def _widget(name: str, value, limits: dict):
 
 def dataclass_form(cls, exclude=()) -> Container:
     """A form with one widget per field of the dataclass ``cls``, set to its defaults."""
+    from ..config import field_help
+
+    helps = field_help(cls)
     widgets = [_widget(f.name, _default(f), f.metadata.get("limits", {})) for f in fields(cls) if f.name not in exclude]
     for w, f in zip(widgets, [f for f in fields(cls) if f.name not in exclude]):
-        w.tooltip = f"{f.name} (default {_default(f)!r})"
+        # the field's comment in the source, as the command line's --help shows it
+        w.tooltip = (f"{helps[f.name].replace('``', '')} " if helps[f.name] else "") + f"({f.name}, default {_default(f)!r})"
     return Container(widgets=widgets, labels=True)
 
 

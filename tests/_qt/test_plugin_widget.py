@@ -459,3 +459,13 @@ def test_a_pretraining_error_is_a_notification_and_gives_no_weights(setup, qtbot
     assert errors == ["Pre-training failed: RuntimeError: out of memory, say. Training will start from scratch."]
     assert panel.training.status.value == "Pre-training failed; Train starts from scratch."
     assert panel.pretraining.finish() is None  # Train gets no weights: it starts from scratch
+
+
+def test_a_settings_form_explains_each_field_as_the_command_line_does(qtbot):
+    from napari_sslseg._qt.forms import dataclass_form
+    from napari_sslseg.config import TrainConfig, field_help
+
+    form = dataclass_form(TrainConfig)
+    help_ = field_help(TrainConfig)
+    assert help_["lr"] and form.lr.tooltip.startswith(help_["lr"]) and "default 0.005" in form.lr.tooltip
+    assert all(w.tooltip for w in form)
