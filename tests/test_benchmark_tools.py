@@ -102,3 +102,17 @@ def test_a_quick_run_on_the_sample_reports_the_targets(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "- command: `python -m benchmarks.tools.bench " in md and "| supervised |" in md
     assert "### Targets" in md and "### Speed and memory" not in md
+
+
+def test_step_rates_time_every_row_of_the_default_bench_the_variants_included():
+    from benchmarks.tools.config import ProbeConfig
+    from benchmarks.tools.speed import step_rates
+    from napari_sslseg.bench.datasets import Dataset
+
+    z, y, x = np.mgrid[0:12, 0:48, 0:48]
+    labels = (((y - 24) ** 2 + (x - 24) ** 2) < 64).astype(np.uint8)
+    ds = Dataset("disc", (labels * 100).astype(np.float32), labels, (1.0, 1.0, 1.0), ["background", "disc"], "synthetic")
+    rows = ProbeConfig().methods[:2]
+    assert rows == ["annotated_only", "supervised"]
+    rates = step_rates(ds, ProbeConfig(methods=rows, speed_steps=2, overlay_k=2, threads=1), axis=0)
+    assert [r.method for r in rates] == rows and all(r.steps_per_second > 0 for r in rates)

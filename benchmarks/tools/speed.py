@@ -14,6 +14,7 @@ from napari_sslseg.inference import predict_volume
 from napari_sslseg.methods import METHODS
 from napari_sslseg.networks import student_network
 from napari_sslseg.training import Trainer
+from napari_sslseg.bench.config import method_settings
 from napari_sslseg.bench.datasets import Dataset
 from napari_sslseg.bench.datasets import labelled_extent
 from napari_sslseg.bench.protocol import evenly_spaced, predict, score, scored_slices, trainer_for
@@ -54,7 +55,7 @@ class InferenceTime:
 
 
 def step_description(method: str, cfg: TrainConfig) -> str:
-    u = cfg.batch_unlabelled if METHODS[method].uses_unlabelled else 0
+    u = cfg.batch_unlabelled if METHODS[method_settings(method)[0]].uses_unlabelled else 0
     return f"{cfg.batch_labelled}+{u} slices of {cfg.patch}x{cfg.patch}"
 
 

@@ -14,6 +14,7 @@ from ..errors import InputError
 from ..events import StepEvent
 from ..metrics import one_hot, one_hot_dice
 from ..training import Trainer
+from .config import method_settings
 from .datasets import Dataset
 
 
@@ -103,10 +104,12 @@ def training_volume(ds: Dataset, annotated: list[int], axis: int) -> Volume:
 
 
 def trainer_for(ds: Dataset, annotated: list[int], axis: int, method: str, threads: int = 0, **settings) -> Trainer:
-    """The one way the benchmark builds a training: ``method`` on the ``annotated`` slices of ``ds``,
+    """The one way the benchmark builds a training: ``method`` (a registered method or a row of
+    ``config.VARIANTS``) on the ``annotated`` slices of ``ds``,
     no evaluations or previews of the loop's own (the benchmark scores); ``settings``: TrainConfig
     fields to change (steps, seed, time_budget ...)."""
-    cfg = TrainConfig(threads=threads, eval_every=0, preview_every=0, **settings)
+    method, variant = method_settings(method)  # a row such as annotated_only: a method with other settings
+    cfg = TrainConfig(threads=threads, eval_every=0, preview_every=0, **{**variant, **settings})
     return Trainer([training_volume(ds, annotated, axis)], method=method, config=cfg, class_names=ds.class_names)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .baselines import BaselineResult, run_baselines
-from .config import BenchConfig, method_settings
+from .config import BenchConfig
 from .datasets import Dataset
 from .guidance import STRATEGIES, Curve, chain, trainings_needed
 from .datasets import labelled_extent
@@ -127,8 +127,7 @@ def _train(annotated: list[int], method: str, seed: int, steps: int | None = Non
 def _grid_job(method: str, k: int, seed: int) -> list[RunResult]:
     annotated = evenly_spaced(_JOB["extent"], k)
     t0 = time.perf_counter()
-    base, settings = method_settings(method)
-    trainer = _train(annotated, base, seed, **settings)
+    trainer = _train(annotated, method, seed)
     seconds = time.perf_counter() - t0
     return [RunResult(method, k, seed, _score(trainer, annotated)[0], seconds)]
 

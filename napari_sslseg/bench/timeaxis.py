@@ -19,7 +19,6 @@ from typing import Callable
 
 from ..events import StepEvent
 from ..training import Trainer
-from .config import method_settings
 from .datasets import Dataset
 from .protocol import Scores, trainer_for
 
@@ -79,8 +78,7 @@ def train_for(ds: Dataset, annotated: list[int], axis: int, method: str, times: 
         raise ValueError(f"Checkpoint times must be positive seconds, not {times}.")
     run = TimeRun(method, len(annotated), seed)
     spent, started = 0.0, clock()
-    base, settings = method_settings(method)
-    trainer = trainer_for(ds, annotated, axis, base, threads, **train_settings(pending[-1], seed), **settings)
+    trainer = trainer_for(ds, annotated, axis, method, threads, **train_settings(pending[-1], seed))
     # the engine counts its training steps only: what is left of the budget once the trainer is built
     trainer.config = replace(trainer.config, time_budget=max(pending[-1] - (clock() - started), 1e-3))
 
