@@ -8,13 +8,10 @@ annotated and what a review changes, :mod:`.session` runs the trainer in a worke
 
 from __future__ import annotations
 
-import numpy as np
 from napari.layers import Image
 from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QApplication, QWidget
 
-from .. import checkpoint
-from ..data import Volume
 from ..errors import InputError
 from ..events import AnnotationsEvent, MessageEvent, PreviewEvent
 from ..training import Trainer
@@ -24,12 +21,11 @@ from .method_widget import MethodSection
 from .model_widget import ModelSection
 from .layout import scrolled
 from .painting import PaintWatcher
-from .pretraining import Pretraining, fits, pretrain_config
-from .pretraining import status as pretraining_status
+from .pretraining import Pretraining, follow_choice, show_failure, show_status
 from .results import name_classes, result_name
 from .review_widget import ReviewSection, bind_keys, unbind_keys
 from .session import Shutdown, TrainingSession
-from .training_widget import TrainingSection, saved_run
+from .training_widget import TrainingSection, new_trainer
 
 
 class TrainingPanel(QWidget):
@@ -74,44 +70,15 @@ class TrainingPanel(QWidget):
         session = self.data.session(image, labels)
         return None if session is None else (image, labels, session)
 
-    # ----- pre-training -----
+    # ----- pre-training (what it does: .pretraining) -----
     def pretrain(self, *_) -> None:
-        """Pre-train on the chosen image (again, on another image or slice axis), or stop (the box unchecked)."""
-        image, axis = self.data.image.value, self.data.axis.value
-        wanted = (not self.closed and not self.running and self.training.pretrain.value
-                  and image is not None and image.ndim == 3)
-        if wanted and self.pretraining.covers(image, axis):
-            return
-        self.pretraining.cancel()
-        if not wanted:
-            return
-        try:
-            config = pretrain_config(self.training.config())
-            volume = Volume(np.array(image.data, copy=True), tuple(image.scale[-3:]), axis=axis, name=image.name)
-            self.pretraining.start(image, volume, config)
-        except (InputError, ValueError) as exc:
-            notify.error(f"Cannot pre-train on {image.name}: {exc}")
+        follow_choice(self)
 
     def _on_pretraining(self, event, image) -> None:
-        text = pretraining_status(event, image)
-        if text and not self.closed and not self.running:
-            self.training.status.value = text
+        show_status(self, event, image)
 
     def _on_pretraining_error(self, exc: Exception) -> None:
-        if not self.closed:
-            notify.error(f"{exc} Training will start from scratch.")
-            self.training.status.value = "Pre-training failed; Train starts from scratch."
-
-    def _pretrained(self, image, config) -> dict | None:
-        """The weights pre-trained on ``image`` (stopping a run under way), if they fit ``config``."""
-        state = self.pretraining.finish()
-        if state is None or self.pretraining.image is not image:
-            return None
-        why = fits(state, config)
-        if why:
-            notify.warning(why)
-            return None
-        return state
+        show_failure(self, exc)
 
     # ----- training -----
     def train(self, *_) -> None:
@@ -119,20 +86,11 @@ class TrainingPanel(QWidget):
             notify.warning("Training is already running; stop it first.")
             return
         try:
-            pairs = self.data.pairs()
-            volumes = self.data.volumes(pairs)
-            state = saved_run(pairs[0][0])
-            resume = checkpoint.load(state) if self.training.resume.value and self.training.resume.enabled else None
-            config = self.training.config()
-            init = None if resume else self._pretrained(pairs[0][0], config)  # a resumed run keeps its own weights
-            trainer = Trainer(volumes, method=None if resume else self.method.choice.value,  # a resumed run keeps its method
-                              config=config, method_options=None if resume else self.method.option_values(),
-                              class_names=self.data.names(), resume=resume, checkpoint=state, init=init)
-            state.parent.mkdir(parents=True, exist_ok=True)
+            trainer, pairs, volumes, resumed = new_trainer(self)
         except (InputError, OSError) as exc:
             notify.error(str(exc))
             return
-        if resume:
+        if resumed:
             self.method.choice.value = trainer.method_name
         self.trainer, self.pairs, self.reviewed = trainer, pairs, pairs[0]
         for _, labels in pairs:
@@ -151,18 +109,12 @@ class TrainingPanel(QWidget):
         (self.stop if self.running else self.train)()
 
     def toggle_pause(self, *_) -> None:
-        if not self.running:
-            return
-        paused = not self.session.paused
-        (self.session.pause if paused else self.session.resume)()
-        self.training.pause_button.text = "Resume" if paused else "Pause"
+        if self.running:
+            self.training.toggle_pause(self.session)
 
     def stop(self, *_) -> None:
         if self.running:
-            self.session.stop()
-            config = self.trainer.config
-            self.training.stopping(in_step=not self.session.paused, preview=bool(config.preview_every),
-                                   save=self.trainer.checkpoint_path is not None)
+            self.training.stop(self.session, self.trainer)
 
     def _send_labels(self, indices) -> None:
         if not self.running:

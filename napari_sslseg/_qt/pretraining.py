@@ -1,9 +1,10 @@
 """Pre-training while the user paints: a self-supervised run (:mod:`napari_sslseg.pretrain`) on the
-chosen image in a napari worker, from the moment the image is chosen until Train is pressed; the
-training then starts from its weights (``Trainer(init=...)``).
+chosen image in a napari worker, from the moment the image is chosen until Train is pressed or its
+steps are done; the training then starts from its weights (``Trainer(init=...)``).
 
-It runs in the time the CPU would otherwise idle (README, Pre-training), under the training's
-thread cap (:func:`.session.leave_the_ui_a_core`); one run at a time, for one image.
+It uses time the user spends painting, when the CPU would otherwise wait (README, Pre-training),
+at normal priority under the training's thread cap (:func:`.session.leave_the_ui_a_core`); one run
+at a time, for one image.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import time
 import weakref
 from dataclasses import dataclass
 
+import numpy as np
 from napari.qt.threading import create_worker
 
 from ..config import TrainConfig
 from ..data import Volume
+from ..errors import InputError
 from ..events import FinishedEvent, StepEvent
 from ..pretrain import PretrainConfig, Pretrainer, pretrained_config
+from . import notify
 from .session import guarded
 
 
@@ -42,9 +46,10 @@ def fits(state: dict, training: TrainConfig) -> str | None:
 class _Run:
     """One pre-training run in its worker."""
 
-    pretrainer: Pretrainer
+    pretrainer: Pretrainer | None  # None once the run is over (its volume copy and optimiser let go)
     worker: object
     image: object  # the layer it pre-trains on
+    axis: int  # the slice axis it pre-trains along
     finished: bool = False
 
     def wait(self, timeout: float) -> bool:
@@ -82,7 +87,7 @@ class Pretraining:
         pre = Pretrainer([volume], config)
         worker = create_worker(guarded, pre.run(), config.threads, {}, "Pre-training", _start_thread=False,
                                _ignore_errors=True)
-        run = self.run = _Run(pre, worker, image)
+        run = self.run = _Run(pre, worker, image, volume.axis)
         worker.yielded.connect(lambda event: self._on_event(run, event))
         worker.errored.connect(lambda exc: self._on_error(run, exc))
         worker.finished.connect(lambda: self._on_done(run))
@@ -90,7 +95,7 @@ class Pretraining:
 
     def covers(self, image, axis: int) -> bool:
         """Whether the current run (under way or done) pre-trains ``image`` along ``axis``."""
-        return self.run is not None and self.run.image is image and self.run.pretrainer.volumes[0].axis == axis
+        return self.run is not None and self.run.image is image and self.run.axis == axis
 
     def _on_event(self, run: _Run, event) -> None:
         handler = self._on_event_ref()
@@ -100,7 +105,7 @@ class Pretraining:
     def _on_error(self, run: _Run, exc: Exception) -> None:
         handler = self._on_error_ref()
         if run is self.run:
-            run.finished = True
+            run.finished, run.pretrainer = True, None
             if handler is not None:
                 handler(exc)
 
@@ -110,13 +115,14 @@ class Pretraining:
 
     def _keep(self, run: _Run) -> None:
         run.finished = True
-        if run.pretrainer.step > 0:
+        if run.pretrainer is not None and run.pretrainer.step > 0:
             self.state, self.image = run.pretrainer.state(), run.image
+        run.pretrainer = None  # the weights are in ``state``; the volume copy and optimiser go
 
     def cancel(self) -> None:
         """Leave the current run and its weights (another image was chosen, the box unchecked): it
         stops after its step, in its thread; nothing it says reaches the panel any more."""
-        if self.run is not None:
+        if self.run is not None and self.run.pretrainer is not None:
             self.run.pretrainer.request_stop()
         self.run, self.state, self.image = None, None, None
 
@@ -124,7 +130,7 @@ class Pretraining:
         """Stop after the current step and wait for it (Train was pressed); the weights pre-trained
         so far (None without a step)."""
         run = self.run
-        if run is not None and not run.finished:
+        if run is not None and not run.finished and run.pretrainer is not None:
             run.pretrainer.request_stop()
             if run.wait(timeout):
                 self._keep(run)
@@ -134,7 +140,8 @@ class Pretraining:
         """Stop now and wait for the thread (the panel or viewer is closing)."""
         run, self.run = self.run, None
         if run is not None:
-            run.pretrainer.request_stop()
+            if run.pretrainer is not None:
+                run.pretrainer.request_stop()
             run.worker.quit()
             run.wait(timeout)
             run.finished = True
@@ -148,3 +155,47 @@ def status(event, image) -> str | None:
     if isinstance(event, FinishedEvent) and event.step > 0:
         return f"Pre-trained {event.step} steps on {image.name}: Train starts from these weights."
     return None
+
+
+# ----- the panel's side: what it calls, what it shows -----
+def follow_choice(panel) -> None:
+    """Pre-train on the panel's chosen image (again, on another image or slice axis), or stop (the
+    box unchecked, training running, the panel closed)."""
+    image, axis = panel.data.image.value, panel.data.axis.value
+    wanted = (not panel.closed and not panel.running and panel.training.pretrain.value
+              and image is not None and image.ndim == 3)
+    if wanted and panel.pretraining.covers(image, axis):
+        return
+    panel.pretraining.cancel()
+    if not wanted:
+        return
+    try:
+        config = pretrain_config(panel.training.config())
+        volume = Volume(np.array(image.data, copy=True), tuple(image.scale[-3:]), axis=axis, name=image.name)
+        panel.pretraining.start(image, volume, config)
+    except (InputError, ValueError) as exc:
+        notify.error(f"Cannot pre-train on {image.name}: {exc}")
+
+
+def weights_for(panel, image, config: TrainConfig) -> dict | None:
+    """The weights pre-trained on ``image`` (stopping a run under way), if they fit ``config``."""
+    state = panel.pretraining.finish()
+    if state is None or panel.pretraining.image is not image:
+        return None
+    why = fits(state, config)
+    if why:
+        notify.warning(why)
+        return None
+    return state
+
+
+def show_status(panel, event, image) -> None:
+    text = status(event, image)
+    if text and not panel.closed and not panel.running:
+        panel.training.status.value = text
+
+
+def show_failure(panel, exc: Exception) -> None:
+    if not panel.closed:
+        notify.error(f"{exc} Training will start from scratch.")
+        panel.training.status.value = "Pre-training failed; Train starts from scratch."

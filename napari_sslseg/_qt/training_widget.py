@@ -10,12 +10,15 @@ from pathlib import Path
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
 from qtpy.QtWidgets import QToolButton
 
+from .. import checkpoint
 from ..config import TrainConfig
 from ..devices import available_devices
 from ..events import CheckpointEvent, EvalEvent, FinishedEvent, PausedEvent, PreviewEvent, StepEvent
+from ..training import Trainer
 from .forms import dataclass_form, form_values
 from .layout import group
 from .plot import LivePlot
+from .pretraining import weights_for
 
 #: Training settings shown in the main form; the others sit under "Advanced".
 MAIN_SETTINGS = ("time_budget", "steps", "device", "preview_every")
@@ -31,6 +34,32 @@ def saved_run(image) -> Path:
 
 #: What a stopped run still does after its step, in order: (the name in the status, its event).
 AFTER_STOP = (("final evaluation", EvalEvent), ("prediction", PreviewEvent), ("save", CheckpointEvent))
+
+
+def new_trainer(panel) -> tuple[Trainer, list[tuple], list, bool]:
+    """The trainer Train starts, from the panel's sections: data, method and settings; the saved run
+    of the image continued where asked, else the weights pre-trained on it where there are. Also
+    the (image, labels) pairs, their volumes, and whether the run is resumed.
+
+    Raises:
+        InputError, OSError: what the user must change, in words.
+    """
+    pairs = panel.data.pairs()
+    volumes = panel.data.volumes(pairs)
+    state = saved_run(pairs[0][0])
+    section = panel.training
+    resume = checkpoint.load(state) if section.resume.value and section.resume.enabled else None
+    config = section.config()
+    if resume:  # a resumed run keeps its own weights and method; a pre-training under way stops all the same
+        panel.pretraining.finish()
+        init = None
+    else:
+        init = weights_for(panel, pairs[0][0], config)
+    trainer = Trainer(volumes, method=None if resume else panel.method.choice.value, config=config,
+                      method_options=None if resume else panel.method.option_values(),
+                      class_names=panel.data.names(), resume=resume, checkpoint=state, init=init)
+    state.parent.mkdir(parents=True, exist_ok=True)
+    return trainer, pairs, volumes, resume is not None
 
 
 def _listed(names: list[str]) -> str:
@@ -149,6 +178,17 @@ class TrainingSection:
         """Stop was pressed: say what is left to do and about how long it takes (:meth:`Timings.stopping`)."""
         self.is_stopping = True
         self.status.value = self.timings.stopping(in_step, preview, save)
+
+    def stop(self, session, trainer) -> None:
+        """Stop ``session``'s run of ``trainer`` after its step, saying what is left."""
+        session.stop()
+        self.stopping(in_step=not session.paused, preview=bool(trainer.config.preview_every),
+                      save=trainer.checkpoint_path is not None)
+
+    def toggle_pause(self, session) -> None:
+        paused = not session.paused
+        (session.pause if paused else session.resume)()
+        self.pause_button.text = "Resume" if paused else "Pause"
 
     def offer_resume(self, image) -> None:
         """Offer to continue when a saved training of ``image`` exists."""
