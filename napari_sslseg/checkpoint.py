@@ -259,11 +259,12 @@ def saved_config(payload: dict) -> TrainConfig:
 
 
 def resumed(payload: dict, method: str | None, options: dict | None,
-            config: TrainConfig) -> tuple[str, dict, TrainConfig]:
+            config: TrainConfig, given: tuple[str, ...] = ()) -> tuple[str, dict, TrainConfig]:
     """The method, its options and the settings a resumed training continues with: the
     checkpoint's method and options, and ``config`` with the checkpoint's network (a new config;
-    ``config`` itself is left as it was). A different method, a different option value, or a step
-    count the model has already reached is refused rather than silently overridden.
+    ``config`` itself is left as it was). A different method, a different option value, a network
+    setting among ``given`` (the fields the user set, e.g. on the command line) other than the
+    model's, or a step count the model has already reached is refused rather than silently overridden.
 
     Raises:
         InputError: one of those, in the user's words.
@@ -281,6 +282,11 @@ def resumed(payload: dict, method: str | None, options: dict | None,
         raise InputError(f"The model has trained {done} steps already; steps = {config.steps} leaves none to train. "
                          f"Give the total number of steps, more than {done}.")
     network = saved_config(payload)
+    clash = [f"{name} = {getattr(config, name)!r} (trained with {getattr(network, name)!r})"
+             for name in NETWORK_FIELDS if name in given and getattr(config, name) != getattr(network, name)]
+    if clash:
+        raise InputError(f"A resumed run keeps the network the model was trained with; {', '.join(clash)} would "
+                         "change it. Resume without these settings, or start a new training.")
     return saved, saved_options, replace(config, **{name: getattr(network, name) for name in NETWORK_FIELDS})
 
 

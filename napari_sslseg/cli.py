@@ -191,7 +191,8 @@ def _train(args, config, trainer_class=None) -> int:
     options = _parse_options(args.option)
     resume = checkpoint.load(args.out if args.resume == "" else args.resume) if args.resume is not None else None
     if resume is not None:
-        checkpoint.resumed(resume, args.method, options, config)  # refused before any volume is read
+        given = tuple(name for name in checkpoint.NETWORK_FIELDS if getattr(args, name, None) is not None)
+        checkpoint.resumed(resume, args.method, options, config, given)  # refused before any volume is read
     else:
         method_config(args.method or DEFAULT_METHOD, options)
     window = _parse_window(args.window)

@@ -333,6 +333,8 @@ def test_resume_refuses_another_method_and_too_few_steps(tmp_path, capsys):
                             "'entropy_min'. Resume without naming another method, or start a new training.\n")
     assert main(["train", *common, "--steps", "2", "--resume"]) == 2
     assert "The model has trained 2 steps already; steps = 2 leaves none to train" in _err(capsys)
+    assert main(["train", *common, "--steps", "4", "--resume", "--width", "32"]) == 2
+    assert "keeps the network the model was trained with; width = 32 (trained with 16)" in _err(capsys)
     assert (run / "model.pt").read_bytes() == before  # not rewritten
     assert main(["train", *common, "--steps", "3", "--resume"]) == 0  # from --out's checkpoint
     out = capsys.readouterr().out
