@@ -66,12 +66,15 @@ def main(argv: list[str]) -> int:
     if busy:
         import subprocess
 
-        other = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        # spins until its parent is gone, so a probe killed on a timeout leaves nothing running
+        other = subprocess.Popen([sys.executable, "-c", "import os\np = os.getppid()\nwhile os.getppid() == p:\n"
+                                  "    for _ in range(100000): pass"])
     try:
         return _measure(data, out, seconds, method, threads, headless_threads, busy)
     finally:
         if other is not None:
             other.kill()
+            other.wait()
 
 
 def _measure(data, out, seconds: float, method: str, threads: int, headless_threads: int, busy: bool) -> int:

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help=f"a <= 10 minute run: k {csv(q.ks)}, one seed, {q.steps} steps, one in {q.score_stride} slices "
                              f"scored, time axis {csv(q.times)} s for {csv(q.time_methods)} at k={csv(q.time_ks)}")
-    parser.add_argument("--methods", type=_names, help=f"comma-separated (default every registered method: {','.join(d.methods)})")
+    parser.add_argument("--methods", type=_names, help=f"comma-separated (default annotated_only and every registered method: {','.join(d.methods)})")
     parser.add_argument("--ks", type=_ints, help=f"annotated-slice counts of the step-budget table (default {csv(d.ks)})")
     parser.add_argument("--seeds", type=_ints, help=f"seeds (default {csv(d.seeds)})")
     parser.add_argument("--steps", type=int, help=f"steps per training of the step-budget table (default {d.steps}, --quick {q.steps})")

@@ -39,7 +39,7 @@ def registered_methods() -> list[str]:
 class BenchConfig:
     """What one ``napari-sslseg bench`` run does."""
 
-    methods: list[str] = field(default_factory=registered_methods)  # rows of the table: every registered method
+    methods: list[str] = field(default_factory=registered_methods)  # rows of the table: annotated_only, then every registered method
     ks: list[int] = field(default_factory=lambda: [2, 4, 8])  # annotated slices, columns of the table
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # every (method, k) trains once per seed; spread over these
     steps: int = 120  # optimiser steps per training, the same for every method (a fair, fixed budget)
