@@ -3,7 +3,7 @@ chosen image in a napari worker, from the moment the image is chosen until Train
 steps are done; the training then starts from its weights (``Trainer(init=...)``).
 
 It uses time the user spends painting, when the CPU would otherwise wait (README, Pre-training),
-at normal priority under the training's thread cap (:func:`.session.leave_the_ui_a_core`); one run
+at normal priority on the cores other work leaves free, as training (:func:`.session.take_free_cores`); one run
 at a time, for one image.
 """
 

@@ -24,18 +24,34 @@ from ..events import FinishedEvent, Pause, Resume, StepEvent, Stop
 TRAINING_NICENESS = 0
 
 
-def leave_the_ui_a_core(threads: int) -> dict:
-    """In the training thread: at most one CPU thread fewer than the cores (unless the user chose
+def free_cores(sample_seconds: float = 0.25) -> int:
+    """The cores other work leaves free now: the cores less those busy over ``sample_seconds``
+    (all processes, psutil), at least 1."""
+    import psutil
+
+    cores = os.cpu_count() or 1
+    busy = round(psutil.cpu_percent(interval=sample_seconds) / 100 * cores)
+    return max(1, min(cores, cores - busy))
+
+
+def take_free_cores(threads: int) -> dict:
+    """In the training thread: as many CPU threads as there are free cores (unless the user chose
     a number), and with :data:`TRAINING_NICENESS` a lower priority for this thread and the CPU
-    threads it starts. On a busy 2-core machine, training at full width kept the viewer's 10 ms
-    timer 200-500 ms late.
+    threads it starts.
+
+    Measured on this 2-core machine (whole Colin27 head, mean_teacher, 20 s, BENCHMARKS.md): alone,
+    two threads trained at 4.6 steps/s (96% of the command line's speed) with the viewer's 10 ms
+    timer late by p99 2.3 ms, one thread at 3.6 steps/s (62%); beside one CPU-bound process, two
+    threads fought it for the cores (2.8 steps/s), one thread trained at 3.4 (p99 4.0 ms). The
+    torch threads release the GIL while they compute, so the viewer keeps its core either way;
+    what matters is not to start more threads than there are free cores.
 
     Returns what was set: ``{"threads": N, "tid": id, "niceness": n}`` (niceness None where the
     system has no per-thread priority)."""
     import torch
 
     if threads <= 0:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
+        torch.set_num_threads(free_cores())
     done = {"threads": torch.get_num_threads(), "tid": threading.get_native_id(), "niceness": None}
     if TRAINING_NICENESS > 0 and sys.platform.startswith("linux"):  # a thread is a process to setpriority there
         try:
@@ -54,7 +70,7 @@ def guarded(events, threads: int = 0, report: dict | None = None, what: str = "T
     drops it silently, while torch reports most failures (out of memory, say) as one.
     """
     if report is not None:
-        report.update(leave_the_ui_a_core(threads))
+        report.update(take_free_cores(threads))
     try:
         return (yield from events)
     except TrainingError:
