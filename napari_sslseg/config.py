@@ -21,8 +21,12 @@ from dataclasses import asdict, dataclass, field, fields
 
 from .errors import InputError
 
-#: The method of a training that names none (command line, panel, Python API).
-DEFAULT_METHOD = "mean_teacher"
+#: The method of a training that names none (command line, panel, Python API): the best per minute
+#: of training in the benchmark (BENCHMARKS.md, fourth round): on the whole Colin27 head, idle 2-core
+#: machine, mean Dice after 30 / 60 / 120 s, k=4: bcp 0.734 / 0.736 / 0.719, mean_teacher - / 0.679 /
+#: 0.716, supervised - / 0.712 / 0.694; k=8: bcp 0.815 / 0.824 / 0.835, mean_teacher 0.818 / 0.822 /
+#: 0.811, supervised 0.824 / 0.803 / 0.804; the best row of every method's step table (k=4, two seeds).
+DEFAULT_METHOD = "bcp"
 
 #: Where dropout sits in the U-Net (``networks.build_unet``).
 DROPOUT_SCOPES = ("last", "all")

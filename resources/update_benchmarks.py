@@ -12,19 +12,20 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ["colin27-whole-r4-k4", "colin27-whole-r4-bcp-k4", "colin27-whole-r4-k8", "colin27-whole-r4-bcp-k8", "colin27-whole-r4-alone-k4",
-        "colin27-whole-methods", "mni152-whole", "mni152-whole-bcp", "colin27-whole-r3", "colin27-whole", "colin27-whole-quick", "colin27-whole-600s", "brain1-whole", "breast1-whole", "colin27", "colin27-teacher-predicts", "colin27-dropout-all", "colin27-600steps", "colin27-quick", "mni152",
+RUNS = ["colin27-whole-r4-k4", "colin27-whole-r4-k8", "colin27-whole-r4-bcp", "colin27-whole-r4-alone-k4",
+        "colin27-whole-methods", "mni152-whole", "mni152-whole-bcp", "brain1-whole-bcp", "breast1-whole-bcp", "colin27-whole-r3", "colin27-whole", "colin27-whole-quick", "colin27-whole-600s", "brain1-whole", "breast1-whole", "colin27", "colin27-teacher-predicts", "colin27-dropout-all", "colin27-600steps", "colin27-quick", "mni152",
         "mni152-quick"]
 #: what a section's own results.md cannot say about its run
 NOTES = {
     "colin27-whole-r4-k4": "the fourth round, alone on the machine: the time axis at k=4 up to 600 s.",
-    "colin27-whole-r4-bcp-k4": "the fourth round, alone on the machine: `bcp`, the best row of the methods' step table, on the same time axis.",
+    "colin27-whole-r4-bcp": "the fourth round, alone on the machine: `bcp`, the best row of the methods' step table, on the time axis at k=4 and k=8 (it became the default method).",
     "colin27-whole-r4-k8": "the fourth round, alone on the machine: the time axis at k=8 up to 120 s, with the annotated-slices-only baseline.",
-    "colin27-whole-r4-bcp-k8": "the fourth round, alone on the machine: `bcp` at k=8.",
+    "brain1-whole-bcp": "the fourth round, alone on the machine: `bcp`, the new default method, on the CT case.",
+    "breast1-whole-bcp": "the fourth round, alone on the machine: `bcp`, the new default method, on the CT case.",
     "colin27-whole-r4-alone-k4": "the fourth round, alone on the machine: the annotated-slices-only baseline at k=4.",
     "colin27-whole-methods": "the fourth round's step table of every method, two seeds, one training at a time with one thread "
     "while other work (tests, editing) shared the machine: its seconds are upper bounds; steps and Dice do not depend on load.",
-    "mni152-whole": "the fourth round, alone on the machine: the whole MNI152 head, the time axis of the default method.",
+    "mni152-whole": "the fourth round, alone on the machine: the whole MNI152 head, the time axis of `mean_teacher` (the default method until this round).",
     "mni152-whole-bcp": "the fourth round, alone on the machine: `bcp` on the whole MNI152 head.",
     "colin27-whole-r3": "the third round's step-budget table (annotated slices drawn balanced by class), made while "
     "other work kept the machine at load 6-8, so no time axis; steps do not depend on load. The full-supervision "

@@ -10,6 +10,7 @@ from napari_sslseg.bench import add_arguments, config_from_args, run
 from napari_sslseg.bench.baselines import INSTALL_HINT, ItkJob, itk_interpolate, itk_missing, run_baselines
 from napari_sslseg.data import keep_slices
 from napari_sslseg.bench.config import BenchConfig
+from napari_sslseg.config import DEFAULT_METHOD
 from napari_sslseg.bench.datasets import apply_label_map, crop_to_labels, labelled_extent, load_pair, parse_label_map, Dataset
 from napari_sslseg.bench.guidance import next_slice, simulate
 from napari_sslseg.bench.protocol import evaluation_slices, evenly_spaced, score, scored_slices
@@ -250,10 +251,10 @@ def test_quick_and_default_budgets():
     # slices (the baselines) first
     assert d.methods[0] == "annotated_only" and sorted(d.methods[1:]) == sorted(METHODS) and d.methods[1] == "supervised"
     q = config_from_args(parse(SAMPLE_ARGS + ["--quick"]))
-    assert q.times == [15, 30, 60] and q.timed_methods() == ["supervised", "mean_teacher"] and q.score_stride == 3
+    assert q.times == [15, 30, 60] and q.timed_methods() == ["supervised", DEFAULT_METHOD] and q.score_stride == 3
     assert q.steps == 20 and config_from_args(parse(SAMPLE_ARGS + ["--quick", "--steps", "40"])).steps == 40
-    q = config_from_args(parse(["--quick", "--methods", "ua_mt,mean_teacher", "--times", "60,15"]))
-    assert q.timed_methods() == ["mean_teacher"] and q.times == [15, 60]
+    q = config_from_args(parse(["--quick", "--methods", f"ua_mt,{DEFAULT_METHOD}", "--times", "60,15"]))
+    assert q.timed_methods() == [DEFAULT_METHOD] and q.times == [15, 60]
     assert config_from_args(parse(["--guidance"])).guidance
     assert config_from_args(parse(["--time-methods", "entropy_min"])).timed_methods() == ["entropy_min"]
 

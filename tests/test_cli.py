@@ -9,6 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 from napari_sslseg.cli import main
+from napari_sslseg.config import DEFAULT_METHOD
 from napari_sslseg.io import read_volume, write_volume
 
 from .conftest import ANNOTATED, BRAIN1_IMAGE, BRAIN1_LABEL, COLIN_T1
@@ -244,7 +245,7 @@ def test_a_negative_window_can_be_typed(tmp_path, capsys):
         (["train", "--batch", "0"], "batch_labelled = 0 is not allowed: it takes a whole number >= 1."),
         (["train", "--threads", "-3"], "threads = -3 is not allowed: it takes a whole number >= 0."),
         (["train", "--option", "ema_decay=abc"],
-         "mean_teacher option ema_decay = 'abc' is not allowed: it takes a number >= 0 and <= 1."),
+         f"{DEFAULT_METHOD} option ema_decay = 'abc' is not allowed: it takes a number >= 0 and <= 1."),
         (["predict", "--batch", "0"], "batch_size = 0 is not allowed: it takes a whole number >= 1."),
         (["predict", "--mc-passes", "-4"], "mc_passes = -4 is not allowed: it takes a whole number >= 0."),
     ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from napari_sslseg.bench.config import BenchConfig
+from napari_sslseg.config import DEFAULT_METHOD
 
 
 @dataclass
@@ -14,7 +15,7 @@ class ProbeConfig(BenchConfig):
     speed: bool = True  # measure steps/s, first overlay, inference, memory and viewer latency
     speed_steps: int = 30  # timed steps per method (after warm-up steps)
     overlay_k: int = 4  # annotated slices for the time-to-first-useful-overlay
-    overlay_method: str = "mean_teacher"  # what the panel trains by default
+    overlay_method: str = DEFAULT_METHOD  # what the panel trains by default
     overlay_dice: float = 0.7  # "useful": mean Dice on the unannotated slices at least this
     overlay_check_every: int = 25  # steps between checks (the clock stops while checking)
     overlay_limit_s: float = 90.0  # give up after this much training time (1.5 times the 60 s target)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from ..config import DEFAULT_METHOD
+
 #: The methods of the time axis in a --quick run (the fewest that still compare learning on
 #: unannotated slices with the supervised baseline), where they are among the run's methods.
-QUICK_TIME_METHODS = ("supervised", "mean_teacher")
+QUICK_TIME_METHODS = ("supervised", DEFAULT_METHOD)
 #: Where ITK's interpolation takes its annotated slices from (``BenchConfig.itk_slices``); as
 #: itk_worker.SLICES (that file imports nothing of this package).
 ITK_SLICES = ("detected", "annotated")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from napari_sslseg._qt.panel import TrainingPanel
+from napari_sslseg.config import DEFAULT_METHOD
 from napari_sslseg.events import StepEvent
 from napari_sslseg.training import Trainer
 
@@ -245,7 +246,7 @@ def test_stop_saves_and_the_panel_offers_to_continue(setup, qtbot):
     panel.method.choice.value = "supervised"  # a resumed run keeps the saved method
     panel.training.resume.value = True
     session = _train(qtbot, panel, steps=step + 2)
-    assert panel.trainer.step == step and panel.method.choice.value == "mean_teacher"
+    assert panel.trainer.step == step and panel.method.choice.value == DEFAULT_METHOD
     qtbot.waitUntil(lambda: not session.running, timeout=60_000)
     assert checkpoint.load(path)["step"] == step + 2
 
@@ -437,7 +438,7 @@ def test_pretraining_follows_the_image_and_stops_with_the_panel(setup, qtbot):
     assert second is not first and second.image is other
     qtbot.waitUntil(lambda: not first.worker.is_running, timeout=30_000)  # the first leaves after its step
     qtbot.waitUntil(lambda: second.pretrainer.step >= 1, timeout=60_000)
-    assert "on other" in panel.training.status.value
+    qtbot.waitUntil(lambda: "on other" in panel.training.status.value, timeout=10_000)  # its event reaches the GUI thread
     _dock_of(panel).title.close_button.click()  # the dock's x
     assert panel.closed and not second.worker.is_running
 
