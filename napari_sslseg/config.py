@@ -40,8 +40,21 @@ def setting(default, low=None, high=None, *, above=None, below=None, multiple=No
     return field(default=default, metadata={"limits": limits})
 
 
+class Settings:
+    """What every config dataclass here shares: checked when built (:func:`validate`), and read
+    back from a saved dict, leaving out names this version does not know."""
+
+    def __post_init__(self):
+        validate(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Settings):
     """Settings of the training loop shared by every method."""
 
     steps: int = setting(2000, 1)  # optimiser steps in all; a step is one labelled + one unlabelled batch
@@ -70,29 +83,18 @@ class TrainConfig:
     checkpoint_every: int = setting(0, 0)  # steps between checkpoints written during the run (the Trainer's ``checkpoint``); 0 = none by steps
     checkpoint_seconds: float = setting(300.0, 0.0)  # also one when this many seconds passed since the last, so an interrupted run loses at most these; 0 = none by time
 
-    def __post_init__(self):
-        validate(self)
-
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
 
 @dataclass(frozen=True)
-class PredictConfig:
+class PredictConfig(Settings):
     """Settings of a whole-volume prediction (``inference.predict_volume``)."""
 
     mc_passes: int = setting(8, 0)  # MC-dropout passes behind the uncertainty; 0 = the prediction's entropy
     batch_size: int = setting(8, 1)  # slices per forward pass
     mc_scope: str = setting("last", choices=DROPOUT_SCOPES)  # which dropout the passes sample: the last block's (one forward pass in all) or every layer's
     keep_fraction: float = setting(0.1, 0.0, 1.0)  # per class, 3D pieces under this fraction of its largest are removed; 0 = keep all
-
-    def __post_init__(self):
-        validate(self)
 
 
 def _describe(limits: dict, kind: type) -> str:

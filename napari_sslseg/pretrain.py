@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Generator, Sequence
 
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import atomic
-from .config import DROPOUT_SCOPES, setting, validate
+from .config import DROPOUT_SCOPES, Settings, setting
 from .data import Volume, resample_slice, target_size
 from .devices import pick_device
 from .errors import CheckpointError, InputError
@@ -62,7 +62,7 @@ HEAD = "final_conv."
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(Settings):
     """Settings of a self-supervised pre-training run; frozen and checked when built, as TrainConfig."""
 
     objective: str = setting("contrastive", choices=OBJECTIVES)  # what the network learns without labels (module docstring); contrastive gained more per step, at 2/3 of the cost (README, Pre-training)
@@ -85,14 +85,6 @@ class PretrainConfig:
     device: str = "auto"  # "auto" = CUDA, else MPS, else CPU; or a torch device string
     threads: int = setting(0, 0)  # torch CPU threads; 0 = torch's default
 
-    def __post_init__(self):
-        validate(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PretrainConfig":
-        """The settings of a saved file; names this version does not know are left out."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def image_channels(config) -> int:
