@@ -114,18 +114,24 @@ def _config(cls, args, **values):
     return cls(**{**values, **given})
 
 
+def _time_budget(args, what: str) -> dict:
+    """What --time sets beside itself: no step limit when given alone. Refused unless it is more than 0."""
+    from .errors import InputError
+
+    if args.time_budget is None:
+        return {}
+    if args.time_budget <= 0:
+        raise InputError(f"--time takes seconds of {what}, more than 0; got {args.time_budget:g}.")
+    return {"steps": _NO_STEP_LIMIT} if args.steps is None else {}
+
+
 def _train_config(args):
     """The training settings of the command line: --batch sets both batches, --time alone no step limit."""
     from .config import TrainConfig
-    from .errors import InputError
 
-    if args.time_budget is not None and args.time_budget <= 0:
-        raise InputError(f"--time takes seconds of training, more than 0; got {args.time_budget:g}.")
-    values = {}
+    values = _time_budget(args, "training")
     if args.batch is not None:
         values.update(batch_labelled=args.batch, batch_unlabelled=args.batch)
-    if args.time_budget is not None and args.steps is None:
-        values["steps"] = _NO_STEP_LIMIT
     return _config(TrainConfig, args, **values)
 
 
@@ -319,14 +325,11 @@ def cmd_pretrain(args) -> int:
     from tqdm import tqdm
 
     from .data import Volume
-    from .errors import InputError
     from .events import CheckpointEvent, FinishedEvent, StepEvent
     from .io import check_writable, read_volume
     from .pretrain import PretrainConfig, Pretrainer
 
-    if args.time_budget is not None and args.time_budget <= 0:
-        raise InputError(f"--time takes seconds of pre-training, more than 0; got {args.time_budget:g}.")
-    config = _config(PretrainConfig, args, **({"steps": _NO_STEP_LIMIT} if args.time_budget is not None and args.steps is None else {}))
+    config = _config(PretrainConfig, args, **_time_budget(args, "pre-training"))
     window = _parse_window(args.window)
     out = check_writable(args.out)
     volumes = []
