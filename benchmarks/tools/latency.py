@@ -2,8 +2,10 @@
 
 Run as ``python -m benchmarks.tools.latency DATA.npz OUT.json SECONDS METHOD THREADS [HEADLESS_THREADS [BUSY]]``
 under a display (``xvfb-run -a`` on a headless machine); HEADLESS_THREADS (default THREADS) is what
-the headless run it is compared with uses (the command line takes every core, the panel one fewer),
-BUSY=1 keeps one other CPU-bound process running throughout (a machine that is doing something else). DATA.npz holds the cropped benchmark volume.
+the headless run it is compared with uses (the command line takes torch's default, every core; the
+panel the cores other work leaves free), BUSY=1 keeps one other CPU-bound process running throughout
+(a machine that is doing something else). DATA.npz holds the benchmark's volume (the whole one
+unless the run was cropped).
 A QTimer fires every 10 ms; its lateness (time since the previous tick minus 10 ms) is what a
 user feels as a stutter. Measured with the viewer idle, then while training, and training's
 steps per second are compared with the same training run headless in this process, before and
