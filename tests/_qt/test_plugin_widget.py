@@ -14,6 +14,21 @@ from napari_sslseg.training import Trainer
 TINY = {"patch": 64, "batch_labelled": 2, "batch_unlabelled": 2, "threads": 1, "eval_every": 5, "augment": False}
 
 
+def _shown_errors(monkeypatch) -> list[str]:
+    """The error notifications the panel shows from now on, in order."""
+    errors: list[str] = []
+    monkeypatch.setattr("napari_sslseg._qt.notify.show_error", errors.append)
+    return errors
+
+
+def _out_of_memory_at_every_step(monkeypatch, loop) -> None:
+    """``loop``'s (a Trainer's or a Pretrainer's) every step fails as torch's out-of-memory would."""
+    def broken(self):
+        raise RuntimeError("out of memory, say")
+
+    monkeypatch.setattr(loop, "train_step", broken)
+
+
 @pytest.fixture
 def setup(make_napari_viewer, monkeypatch, tmp_path):
     monkeypatch.setattr("napari_sslseg._qt.training_widget.RUNS", tmp_path / "runs")  # saved trainings
@@ -150,13 +165,8 @@ def test_pause_paint_and_stop(setup, qtbot):
 
 def test_worker_exception_is_a_notification(setup, qtbot, monkeypatch):
     viewer, panel = setup
-    errors = []
-    monkeypatch.setattr("napari_sslseg._qt.notify.show_error", errors.append)
-
-    def broken(self):
-        raise RuntimeError("out of memory, say")
-
-    monkeypatch.setattr(Trainer, "train_step", broken)
+    errors = _shown_errors(monkeypatch)
+    _out_of_memory_at_every_step(monkeypatch, Trainer)
     names = [layer.name for layer in viewer.layers]
     data = [layer.data.copy() for layer in viewer.layers]
     _train(qtbot, panel, steps=10, finish=True, timeout=30_000)
@@ -169,8 +179,7 @@ def test_worker_exception_is_a_notification(setup, qtbot, monkeypatch):
 
 def test_input_errors_are_notifications(setup, monkeypatch):
     viewer, panel = setup
-    errors = []
-    monkeypatch.setattr("napari_sslseg._qt.notify.show_error", errors.append)
+    errors = _shown_errors(monkeypatch)
     viewer.add_labels(np.zeros(viewer.layers["colin27 T1"].data.shape, np.uint8), name="empty")
     panel.data.labels.value = viewer.layers["empty"]
     panel.train()
@@ -256,8 +265,7 @@ def test_stop_saves_and_the_panel_offers_to_continue(setup, qtbot):
 @pytest.mark.slow
 def test_an_error_and_closing_save_the_training(setup, qtbot, monkeypatch):
     viewer, panel = setup
-    errors = []
-    monkeypatch.setattr("napari_sslseg._qt.notify.show_error", errors.append)
+    errors = _shown_errors(monkeypatch)
     from napari_sslseg import checkpoint
     from napari_sslseg._qt.training_widget import saved_run
     from napari_sslseg.methods.mean_teacher import MeanTeacher
@@ -287,8 +295,7 @@ def test_an_error_and_closing_save_the_training(setup, qtbot, monkeypatch):
 
 def test_advanced_settings_out_of_range_are_refused(setup, monkeypatch):
     viewer, panel = setup
-    errors = []
-    monkeypatch.setattr("napari_sslseg._qt.notify.show_error", errors.append)
+    errors = _shown_errors(monkeypatch)
     # the spin boxes take their bounds from the config: patch 16, batch 0, width 0, dropout 1.5 cannot be typed
     bounds = {name: (panel.training.settings[name].min, panel.training.settings[name].max) for name in ("patch", "batch_labelled", "width", "dropout")}
     assert bounds == {"patch": (32, 10**7), "batch_labelled": (1, 10**7), "width": (1, 10**7), "dropout": (0.0, 1.0)}
@@ -349,8 +356,7 @@ def test_closing_the_dock_stops_training_and_leaves_the_viewer_alone(setup, qtbo
 
 def test_background_marks_belong_to_the_layers_they_were_made_on(setup, monkeypatch):
     viewer, panel = setup
-    errors = []
-    monkeypatch.setattr("napari_sslseg._qt.notify.show_error", errors.append)
+    errors = _shown_errors(monkeypatch)
     image, labels = viewer.layers["colin27 T1"], viewer.layers["annotations"]
     panel.review.go_to_slice(120)
     panel.review.mark_background()
@@ -370,8 +376,7 @@ def test_loading_a_file_that_is_not_a_model_says_what_it_is(setup, monkeypatch, 
     import torch
 
     viewer, panel = setup
-    errors = []
-    monkeypatch.setattr("napari_sslseg._qt.notify.show_error", errors.append)
+    errors = _shown_errors(monkeypatch)
     path = tmp_path / "network.pt"
     torch.save(torch.nn.Conv3d(1, 2, 3), path)
     panel.models.load(str(path))
@@ -450,13 +455,8 @@ def test_a_pretraining_error_is_a_notification_and_gives_no_weights(setup, qtbot
     from napari_sslseg.pretrain import Pretrainer
 
     viewer, panel = setup
-    errors = []
-    monkeypatch.setattr("napari_sslseg._qt.notify.show_error", errors.append)
-
-    def broken(self):
-        raise RuntimeError("out of memory, say")
-
-    monkeypatch.setattr(Pretrainer, "train_step", broken)
+    errors = _shown_errors(monkeypatch)
+    _out_of_memory_at_every_step(monkeypatch, Pretrainer)
     panel.training.pretrain.value = True
     qtbot.waitUntil(lambda: bool(errors), timeout=30_000)
     assert errors == ["Pre-training failed: RuntimeError: out of memory, say. Training will start from scratch."]
