@@ -207,13 +207,14 @@ def test_quick_smoke_run_on_the_sample(tmp_path, extra):
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_accuracy_jobs_in_process_and_in_workers(workers):
-    """Every (method, k, seed) and the ceiling are scored once; the guidance chains come back whole."""
+    """Every (method, k, seed) and the ceiling are scored once; the guidance chains come back whole
+    (run in worker processes only: in this process they go through the same jobs, at twice the cost)."""
     from napari_sslseg.bench.config import BenchConfig
     from napari_sslseg.bench.datasets import crop_to_labels, load_pair
     from napari_sslseg.bench.runner import CEILING, run_accuracy, trainings_planned
 
     ds = crop_to_labels(load_pair(DATA / "colin27_crop_t1.nii.gz", DATA / "colin27_crop_labels.nii.gz"), 2)
-    cfg = BenchConfig(methods=["supervised"], ks=[2, 3], seeds=[0, 1], steps=2, ceiling_steps=2, workers=workers, threads=1, guidance=True,
+    cfg = BenchConfig(methods=["supervised"], ks=[2, 3], seeds=[0, 1], steps=2, ceiling_steps=2, workers=workers, threads=1, guidance=workers > 1,
                       guidance_start=2, guidance_max=3, guidance_budget=3, guidance_mc_passes=2)
     ticks = []
     res = run_accuracy(ds, cfg, tick=ticks.append)
@@ -221,8 +222,8 @@ def test_accuracy_jobs_in_process_and_in_workers(workers):
     keys = [(r.method, r.k, r.seed) for r in res.runs]
     assert len(keys) == len(set(keys))
     assert set(keys) == {(m, k, s) for m in cfg.methods + [CEILING] for k in cfg.ks for s in cfg.seeds}
-    assert list(res.curves) == ["suggested", "uniform", "random"]
-    for name in ("suggested", "uniform", "random"):
+    assert list(res.curves) == (["suggested", "uniform", "random"] if cfg.guidance else [])
+    for name in res.curves:
         curve = res.curves[name]
         assert [n for n, _ in curve.points] == [2, 3]
         assert len(curve.chosen[1]) == 3 and set(curve.chosen[1]) <= set(range(res.extent[0], res.extent[1] + 1))
@@ -397,6 +398,32 @@ def test_time_axis_plans_the_engines_schedules_by_its_time_budget():
     settings = timeaxis.train_settings(120.0, 3)
     assert settings["steps"] >= 120 * 100 and settings["seed"] == 3 and settings["time_budget"] == 120.0
     assert "time_budget" in timeaxis.schedule_note()
+
+
+def test_time_axis_runs_each_seed_against_the_clock_and_reports_their_mean(monkeypatch):
+    import napari_sslseg.bench.runner as runner
+    from napari_sslseg.bench.protocol import Scores
+    from napari_sslseg.bench.report import time_section
+    from napari_sslseg.bench.timeaxis import TimePoint, TimeRun
+
+    def fake_train_for(ds, annotated, axis, method, times, seed, threads, scorer):
+        dice = {0: 0.5, 1: 0.7}[seed]
+        return TimeRun(method, len(annotated), seed, [TimePoint(t, t, 10, Scores({"a": dice}, {"a": 4.0 + 2 * seed}))
+                                                      for t in sorted(times)])
+
+    monkeypatch.setattr(runner, "train_for", fake_train_for)
+    monkeypatch.setattr(runner, "_setup", lambda *a: None)
+    cfg = BenchConfig(methods=["supervised"], time_ks=[2], times=[1.0, 2.0], seeds=[0, 1], time_seeds=[0, 1])
+    assert runner.time_trainings_planned(cfg) == 2
+    assert BenchConfig(seeds=[3, 4]).timed_seeds() == [3]  # one seed unless asked: each is a whole run against the clock
+    ticks = []
+    tl = runner.run_time_axis(sample_dataset(), cfg, 0, threads=1, tick=ticks.append)
+    assert [(r.method, r.seed) for r in tl.runs] == [("supervised", 0), ("supervised", 1)] and sum(ticks) == 2
+    text = "\n".join(time_section(tl, [], 1))
+    assert "| supervised | 0.600 ± 0.100 (5.0) | 0.600 ± 0.100 (5.0) |" in text
+    assert "seeds 0, 1, each a run of its own" in text and "supervised (seed 1) 10 steps" in text
+    args = parse(SAMPLE_ARGS + ["--time-seeds", "0,1"])
+    assert config_from_args(args).timed_seeds() == [0, 1]
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from napari_sslseg.bench import add_arguments, config_from_args
@@ -35,13 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from(args) -> ProbeConfig:
     """The package's settings from the options, on a data set's own defaults (its ks, its steps)."""
-    base = ProbeConfig()
+    preset = {}
     if args.dataset in PRESET_KS:
-        base.ks, base.time_ks = list(PRESET_KS[args.dataset]), list(PRESET_KS[args.dataset])
+        preset["ks"] = preset["time_ks"] = list(PRESET_KS[args.dataset])
     if args.dataset in PRESET_STEPS:
-        base.steps = PRESET_STEPS[args.dataset]
-    cfg = config_from_args(args, base)
-    cfg.speed = cfg.speed and not args.no_speed
+        preset["steps"] = PRESET_STEPS[args.dataset]
+    cfg = config_from_args(args, ProbeConfig(**preset))
+    cfg = replace(cfg, speed=cfg.speed and not args.no_speed)
     return cfg
 
 

@@ -8,7 +8,7 @@ from napari_sslseg.bench.config import BenchConfig
 from napari_sslseg.config import DEFAULT_METHOD
 
 
-@dataclass
+@dataclass(frozen=True)
 class ProbeConfig(BenchConfig):
     """A bench run with speed, memory and viewer latency measured after the accuracy."""
 

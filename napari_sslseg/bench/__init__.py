@@ -8,6 +8,7 @@ targets) are a tool outside the package: ``python -m benchmarks.tools.bench`` (b
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from .config import ITK_SLICES, BenchConfig  # not the protocol: the parser is built without the training loop
 
@@ -59,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"annotated-slice counts of the time axis (default {csv(d.time_ks)}; --quick the first)")
     parser.add_argument("--time-methods", type=_names,
                         help=f"methods of the time axis (default every method; --quick {','.join(q.time_methods)})")
+    parser.add_argument("--time-seeds", type=_ints,
+                        help="seeds of the time axis, each a training against the clock (default the first of --seeds)")
     parser.add_argument("--no-time", action="store_true", help="skip the time axis")
     parser.add_argument("--no-baselines", action="store_true", help="skip the prior and ITK interpolation rows")
     parser.add_argument("--itk-slices", choices=ITK_SLICES, default=d.itk_slices,
@@ -72,33 +75,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args, base: BenchConfig | None = None) -> BenchConfig:
-    """The run's settings: ``base`` (default BenchConfig()), then the options given."""
+    """The run's settings: ``base`` (default BenchConfig()), then the options given (a new config;
+    ``base`` is left as it was)."""
     cfg = base or BenchConfig()
     if args.methods:
-        cfg.methods = list(args.methods)
+        cfg = replace(cfg, methods=list(args.methods))
     if args.quick:
         cfg = cfg.quick()  # after the methods: its time axis keeps the quick ones among them
-    if args.ks:
-        cfg.ks = list(args.ks)
-    if args.seeds:
-        cfg.seeds = list(args.seeds)
+    given = {"ks": args.ks, "seeds": args.seeds, "times": args.times, "time_ks": args.time_ks,
+             "time_methods": args.time_methods, "time_seeds": args.time_seeds}
+    changes: dict = {name: list(value) for name, value in given.items() if value}
     if args.steps:
-        cfg.steps = args.steps
-    if args.times:
-        cfg.times = list(args.times)
-    if args.time_ks:
-        cfg.time_ks = list(args.time_ks)
-    if args.time_methods:
-        cfg.time_methods = list(args.time_methods)
-    cfg.time_axis = cfg.time_axis and not args.no_time
-    cfg.baselines = cfg.baselines and not args.no_baselines
-    cfg.itk_slices = args.itk_slices
-    cfg.crop = args.crop
-    cfg.threads = args.threads
-    cfg.workers = max(1, args.workers)
-    cfg.guidance = (cfg.guidance or args.guidance) and not args.no_guidance
-    cfg.ceiling = cfg.ceiling and not args.no_ceiling
-    return cfg
+        changes["steps"] = args.steps
+    return replace(cfg, **changes, time_axis=cfg.time_axis and not args.no_time,
+                   baselines=cfg.baselines and not args.no_baselines, itk_slices=args.itk_slices, crop=args.crop,
+                   threads=args.threads, workers=max(1, args.workers),
+                   guidance=(cfg.guidance or args.guidance) and not args.no_guidance,
+                   ceiling=cfg.ceiling and not args.no_ceiling)
 
 
 def run(args) -> int:

@@ -37,9 +37,9 @@ def registered_methods() -> list[str]:
     return list(VARIANTS) + sorted(METHODS, key=lambda name: (METHODS[name].uses_unlabelled, name))
 
 
-@dataclass
+@dataclass(frozen=True)
 class BenchConfig:
-    """What one ``napari-sslseg bench`` run does."""
+    """What one ``napari-sslseg bench`` run does; frozen: a changed copy comes from ``dataclasses.replace``."""
 
     methods: list[str] = field(default_factory=registered_methods)  # rows of the table: annotated_only, then every registered method
     ks: list[int] = field(default_factory=lambda: [2, 4, 8])  # annotated slices, columns of the table
@@ -61,6 +61,7 @@ class BenchConfig:
     times: list[float] = field(default_factory=lambda: [15.0, 30.0, 60.0, 120.0])  # s of training (the clock stops while scoring)
     time_ks: list[int] = field(default_factory=lambda: [4, 8])  # annotated slices of the time axis
     time_methods: list[str] | None = None  # None = every method of ``methods``
+    time_seeds: list[int] | None = None  # seeds of the time axis, each a run of its own against the clock; None = the first of ``seeds``
     # annotation guidance (off by default since the whole-volume protocol: its rounds would not fit the default hour)
     guidance: bool = False  # run the suggested-vs-uniform-vs-random simulation
     guidance_method: str = "supervised"  # the method trained in each round (cheapest, so rounds stay affordable)
@@ -74,6 +75,10 @@ class BenchConfig:
         if self.time_methods is None:
             return list(self.methods)
         return list(self.time_methods)
+
+    def timed_seeds(self) -> list[int]:
+        """The seeds of the time axis."""
+        return list(self.time_seeds) if self.time_seeds else list(self.seeds[:1])
 
     def quick(self) -> "BenchConfig":
         """The <= 10 minute variant: fewer k, steps, times and checks; timings partly extrapolated."""

@@ -7,6 +7,7 @@ import platform
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -95,7 +96,7 @@ def main(args, cfg: BenchConfig, dataset: Dataset | None = None, extra: Extra | 
     out.mkdir(parents=True, exist_ok=True)
     axis = args.axis
     if ds.labels.shape[axis] < cfg.stride_min_slices:
-        cfg.score_stride = 1  # few slices: every one is scored, cheaply
+        cfg = replace(cfg, score_stride=1)  # few slices: every one is scored, cheaply
     start = time.perf_counter()
     bar = tqdm(total=trainings_planned(cfg) + time_trainings_planned(cfg) + extra.jobs, desc=f"bench {ds.name}", unit="job")
     parts: dict[str, float] = {}  # wall seconds of each part, for the report

@@ -100,6 +100,19 @@ def baseline_notes(rows: list[BaselineResult], info: dict, itk_slices: str) -> l
     return lines + ([""] if lines else [])
 
 
+def _time_cell(scores: list) -> str:
+    """Dice (HD95) of one run, or mean ± sd of the mean Dice (mean HD95) over seeds; n/a without any."""
+    if not scores:
+        return "n/a"
+    if len(scores) == 1:
+        return _dice_hd(scores[0])
+    dice = [sc.mean_dice for sc in scores]
+    mean = sum(dice) / len(dice)
+    sd = math.sqrt(sum((d - mean) ** 2 for d in dice) / len(dice))
+    hd = sum(sc.mean_hd95 for sc in scores) / len(scores)
+    return f"{_fmt(mean)} ± {_fmt(sd)} ({_fmt(hd, 1)})"
+
+
 def time_section(tl: TimeResults, baselines: list[BaselineResult], stride: int) -> list[str]:
     """One table per k: methods x checkpoint times, "Dice (HD95)"; the baselines beside them, from the
     time they take on (their Dice does not change with time)."""
@@ -110,10 +123,10 @@ def time_section(tl: TimeResults, baselines: list[BaselineResult], stride: int) 
         lines += [f"### Mean Dice (95% HD, mm) on unannotated slices after T s of training, k={k} (slices {annotated})", "",
                   head, rule]
         runs = [r for r in tl.runs if r.k == k]
-        for r in runs:
-            by_t = {p.target: p for p in r.points}
-            cells = [_dice_hd(by_t[t].scores) if t in by_t else "n/a" for t in tl.times]
-            lines.append(f"| {r.method} | " + " | ".join(cells) + " |")
+        for method in dict.fromkeys(r.method for r in runs):
+            mine = [r for r in runs if r.method == method]
+            cells = [_time_cell([p.scores for r in mine for p in r.points if p.target == t]) for t in tl.times]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
         for name in _baseline_names(baselines):
             b = _baseline(baselines, name, k)
             if b is None:
@@ -124,13 +137,18 @@ def time_section(tl: TimeResults, baselines: list[BaselineResult], stride: int) 
             cells = [_dice_hd(b.scores) if t >= b.seconds else "-" for t in tl.times]
             lines.append(f"| {name} (no training, {b.seconds:.2f} s) | " + " | ".join(cells) + " |")
         lines.append("")
-        done = "; ".join(f"{r.method} {r.points[-1].step} steps in {r.points[-1].seconds:.0f} s "
+        seeds = len({r.seed for r in runs}) > 1
+        done = "; ".join(f"{r.method}{f' (seed {r.seed})' if seeds else ''} {r.points[-1].step} steps in {r.points[-1].seconds:.0f} s "
                          f"({r.steps_per_second:.2f} steps/s), scoring {r.score_seconds:.0f} s"
                          for r in runs if r.points)
         lines.append(f"- by the last checkpoint: {done}" if done else "- no run reached a checkpoint")
         lines += [f"- {r.method}: {r.ended}" for r in runs if r.ended]
         lines.append("")
-    lines += [f"- the time axis: one seed ({tl.runs[0].seed if tl.runs else 0}); each cell is the model after the first "
+    seeds = sorted({r.seed for r in tl.runs}) or [0]
+    which = (f"one seed ({seeds[0]})" if len(seeds) == 1 else
+             f"seeds {', '.join(map(str, seeds))}, each a run of its own: a cell is the mean over them, ± the standard "
+             f"deviation of the mean Dice, and the mean 95% HD")
+    lines += [f"- the time axis: {which}; each cell is the model after the first "
               f"step past T s of training (the clock stops while scoring; it includes building the trainer); scored on "
               f"{'every' if stride == 1 else f'one in {stride} of the'} unannotated slice{'' if stride == 1 else 's'} of the "
               f"volume; a baseline's cells start where its own seconds are spent", ""]

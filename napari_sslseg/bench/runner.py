@@ -62,7 +62,7 @@ class AccuracyResults:
 
 @dataclass
 class TimeResults:
-    """The time axis: every timed method at every k, one seed, scored at ``times`` s of training."""
+    """The time axis: every timed method at every k and time seed, scored at ``times`` s of training."""
 
     times: list[float]
     annotated: dict[int, list[int]]  # k -> the annotated slices
@@ -79,7 +79,7 @@ def trainings_planned(cfg: BenchConfig) -> int:
 
 
 def time_trainings_planned(cfg: BenchConfig) -> int:
-    return len(cfg.timed_methods()) * len(cfg.time_ks) if cfg.time_axis else 0
+    return len(cfg.timed_methods()) * len(cfg.time_ks) * len(cfg.timed_seeds()) if cfg.time_axis else 0
 
 
 def baseline_ks(cfg: BenchConfig) -> list[int]:
@@ -258,8 +258,9 @@ def run_time_axis(ds: Dataset, cfg: BenchConfig, axis: int = 0, threads: int = 0
 
     for k, annotated in out.annotated.items():
         for method in cfg.timed_methods():
-            out.runs.append(train_for(ds, annotated, axis, method, cfg.times, cfg.seeds[0], threads, scorer))
-            tick(1)
+            for seed in cfg.timed_seeds():
+                out.runs.append(train_for(ds, annotated, axis, method, cfg.times, seed, threads, scorer))
+                tick(1)
     return out
 
 
