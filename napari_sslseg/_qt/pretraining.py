@@ -46,11 +46,19 @@ def fits(state: dict, training: TrainConfig) -> str | None:
 class _Run:
     """One pre-training run in its worker."""
 
-    pretrainer: Pretrainer | None  # None once the run is over (its volume copy and optimiser let go)
     worker: object
     image: object  # the layer it pre-trains on
     axis: int  # the slice axis it pre-trains along
+    pretrainer: Pretrainer | None = None  # built in the worker; None before, and once the run is over (its volume copy and optimiser let go)
     finished: bool = False
+    stopping: bool = False  # asked to stop (before its Pretrainer is built, or after)
+
+    def stop(self) -> None:
+        """Stop after the current step, or before the first where the worker is still building."""
+        self.stopping = True
+        pre = self.pretrainer
+        if pre is not None:
+            pre.request_stop()
 
     def wait(self, timeout: float) -> bool:
         """Wait for the worker to leave; whether it did."""
@@ -58,6 +66,18 @@ class _Run:
         while self.worker.is_running and time.monotonic() < deadline:
             time.sleep(0.02)
         return not self.worker.is_running
+
+
+def _pretraining(run: _Run, make_volume, config: PretrainConfig):
+    """The worker's loop: the volume copied and normalised and the Pretrainer built here, off the
+    GUI thread, then its run."""
+    if run.stopping:
+        return None
+    pre = Pretrainer([make_volume()], config)
+    run.pretrainer = pre
+    if run.stopping:  # a stop that came while building, and found no Pretrainer to tell
+        pre.request_stop()
+    return (yield from pre.run())
 
 
 class Pretraining:
@@ -81,17 +101,18 @@ class Pretraining:
     def running(self) -> bool:
         return self.run is not None and not self.run.finished
 
-    def start(self, image, volume: Volume, config: PretrainConfig) -> None:
-        """Pre-train on ``volume`` (a copy of ``image``'s data), leaving any earlier run and its weights."""
+    def start(self, image, axis: int, make_volume, config: PretrainConfig) -> None:
+        """Pre-train on the volume ``make_volume()`` gives (a copy of ``image``'s data along ``axis``;
+        called in the worker), leaving any earlier run and its weights."""
         self.cancel()
-        pre = Pretrainer([volume], config)
-        worker = create_worker(guarded, pre.run(), config.threads, {}, "Pre-training", _start_thread=False,
-                               _ignore_errors=True)
-        run = self.run = _Run(pre, worker, image, volume.axis)
-        worker.yielded.connect(lambda event: self._on_event(run, event))
-        worker.errored.connect(lambda exc: self._on_error(run, exc))
-        worker.finished.connect(lambda: self._on_done(run))
-        worker.start()
+        run = _Run(None, image, axis)
+        run.worker = create_worker(guarded, _pretraining(run, make_volume, config), config.threads, {}, "Pre-training",
+                                   _start_thread=False, _ignore_errors=True)
+        self.run = run
+        run.worker.yielded.connect(lambda event: self._on_event(run, event))
+        run.worker.errored.connect(lambda exc: self._on_error(run, exc))
+        run.worker.finished.connect(lambda: self._on_done(run))
+        run.worker.start()
 
     def covers(self, image, axis: int) -> bool:
         """Whether the current run (under way or done) pre-trains ``image`` along ``axis``."""
@@ -122,16 +143,16 @@ class Pretraining:
     def cancel(self) -> None:
         """Leave the current run and its weights (another image was chosen, the box unchecked): it
         stops after its step, in its thread; nothing it says reaches the panel any more."""
-        if self.run is not None and self.run.pretrainer is not None:
-            self.run.pretrainer.request_stop()
+        if self.run is not None:
+            self.run.stop()
         self.run, self.state, self.image = None, None, None
 
     def finish(self, timeout: float = 30.0) -> dict | None:
         """Stop after the current step and wait for it (Train was pressed); the weights pre-trained
         so far (None without a step)."""
         run = self.run
-        if run is not None and not run.finished and run.pretrainer is not None:
-            run.pretrainer.request_stop()
+        if run is not None and not run.finished:
+            run.stop()
             if run.wait(timeout):
                 self._keep(run)
         return self.state
@@ -140,8 +161,7 @@ class Pretraining:
         """Stop now and wait for the thread (the panel or viewer is closing)."""
         run, self.run = self.run, None
         if run is not None:
-            if run.pretrainer is not None:
-                run.pretrainer.request_stop()
+            run.stop()
             run.worker.quit()
             run.wait(timeout)
             run.finished = True
@@ -171,10 +191,11 @@ def follow_choice(panel) -> None:
         return
     try:
         config = pretrain_config(panel.training.config())
-        volume = Volume(np.array(image.data, copy=True), tuple(image.scale[-3:]), axis=axis, name=image.name)
-        panel.pretraining.start(image, volume, config)
     except (InputError, ValueError) as exc:
         notify.error(f"Cannot pre-train on {image.name}: {exc}")
+        return
+    data, spacing, name = image.data, tuple(image.scale[-3:]), image.name
+    panel.pretraining.start(image, axis, lambda: Volume(np.array(data, copy=True), spacing, axis=axis, name=name), config)
 
 
 def weights_for(panel, image, config: TrainConfig) -> dict | None:

@@ -12,6 +12,7 @@ from qtpy.QtWidgets import QToolButton
 
 from .. import checkpoint
 from ..config import TrainConfig
+from ..data import check_volumes
 from ..devices import available_devices
 from ..events import CheckpointEvent, EvalEvent, FinishedEvent, PausedEvent, PreviewEvent, StepEvent
 from ..training import Trainer
@@ -46,6 +47,7 @@ def new_trainer(panel) -> tuple[Trainer, list[tuple], list, bool]:
     """
     pairs = panel.data.pairs()
     volumes = panel.data.volumes(pairs)
+    check_volumes(volumes)  # nothing painted yet: refused before a pre-training under way is stopped
     state = saved_run(pairs[0][0])
     section = panel.training
     resume = checkpoint.load(state) if section.resume.value and section.resume.enabled else None

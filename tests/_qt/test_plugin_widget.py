@@ -420,7 +420,7 @@ def test_pretraining_runs_while_painting_and_training_starts_from_it(setup, qtbo
     panel.training.pretrain.native.click()
     run = panel.pretraining.run
     assert run is not None and run.image is viewer.layers["colin27 T1"]
-    qtbot.waitUntil(lambda: run.pretrainer.step >= 2, timeout=60_000)
+    qtbot.waitUntil(lambda: run.pretrainer is not None and run.pretrainer.step >= 2, timeout=60_000)  # built in the worker
     qtbot.waitUntil(lambda: panel.training.status.value.startswith("Pre-training the network on colin27 T1 while you paint: step"),
                     timeout=10_000)
     assert run.worker.is_running
@@ -435,17 +435,32 @@ def test_pretraining_runs_while_painting_and_training_starts_from_it(setup, qtbo
     assert panel.training.status.value.startswith("Training completed after 2 steps")
 
 
+def test_train_before_painting_is_refused_and_the_pretraining_goes_on(setup, qtbot, monkeypatch):
+    viewer, panel = setup
+    errors = _shown_errors(monkeypatch)
+    viewer.add_labels(np.zeros(viewer.layers["colin27 T1"].data.shape, np.uint8), name="empty")
+    panel.data.labels.value = viewer.layers["empty"]
+    panel.training.pretrain.value = True
+    run = panel.pretraining.run
+    qtbot.waitUntil(lambda: run.pretrainer is not None and run.pretrainer.step >= 1, timeout=60_000)
+    panel.training.train_button.native.click()
+    assert errors and errors[-1].startswith("No annotated slice: paint at least one slice")
+    assert not panel.running and panel.pretraining.run is run and run.worker.is_running  # it goes on while the user paints
+    step = run.pretrainer.step
+    qtbot.waitUntil(lambda: run.pretrainer.step > step, timeout=60_000)
+
+
 def test_pretraining_follows_the_image_and_stops_with_the_panel(setup, qtbot):
     viewer, panel = setup
     panel.training.pretrain.value = True
     first = panel.pretraining.run
-    qtbot.waitUntil(lambda: first.pretrainer.step >= 1, timeout=60_000)
+    qtbot.waitUntil(lambda: first.pretrainer is not None and first.pretrainer.step >= 1, timeout=60_000)
     other = viewer.add_image(viewer.layers["colin27 T1"].data[60:100, 40:140, 40:140], name="other")
     panel.data.image.value = other
     second = panel.pretraining.run
     assert second is not first and second.image is other
     qtbot.waitUntil(lambda: not first.worker.is_running, timeout=30_000)  # the first leaves after its step
-    qtbot.waitUntil(lambda: second.pretrainer.step >= 1, timeout=60_000)
+    qtbot.waitUntil(lambda: second.pretrainer is not None and second.pretrainer.step >= 1, timeout=60_000)
     qtbot.waitUntil(lambda: "on other" in panel.training.status.value, timeout=10_000)  # its event reaches the GUI thread
     _dock_of(panel).title.close_button.click()  # the dock's x
     assert panel.closed and not second.worker.is_running
