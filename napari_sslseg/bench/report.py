@@ -217,10 +217,13 @@ def plot(res: AccuracyResults, methods: list[str], ks: list[int], title: str, pa
         ax = axes.pop(0)
         styles = ["-", "--", "-.", ":"]
         colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(r.method for r in timeline.runs))}
+        named = set()  # one legend entry per method and k, however many seeds
         for i, k in enumerate(timeline.annotated):
             for r in (r for r in timeline.runs if r.k == k):
+                label = f"{r.method}, k={k}"
                 ax.plot([p.seconds for p in r.points], [p.scores.mean_dice for p in r.points], marker="o",
-                        ls=styles[i % len(styles)], color=colours[r.method], label=f"{r.method}, k={k}")
+                        ls=styles[i % len(styles)], color=colours[r.method], label="_nolegend_" if label in named else label)
+                named.add(label)
             for name in _baseline_names(res.baselines):
                 b = _baseline(res.baselines, name, k)
                 if b is not None and b.scores is not None:
