@@ -12,11 +12,18 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ["colin27-whole-r4-k4", "colin27-whole-r4-k8", "colin27-whole-r4-bcp", "colin27-whole-r4-alone-k4",
+RUNS = ["colin27-whole-r5-120s", "colin27-whole-r5", "colin27-whole-r5-s1-k4", "mni152-whole-r5",
+        "brain1-whole-r5", "colin27-whole-r4-k4", "colin27-whole-r4-k8", "colin27-whole-r4-bcp", "colin27-whole-r4-alone-k4",
         "colin27-whole-methods", "mni152-whole", "mni152-whole-bcp", "brain1-whole-bcp", "breast1-whole-bcp", "colin27-whole-r3", "colin27-whole", "colin27-whole-quick", "colin27-whole-600s", "brain1-whole", "breast1-whole", "colin27", "colin27-teacher-predicts", "colin27-dropout-all", "colin27-600steps", "colin27-quick", "mni152",
         "mni152-quick"]
 #: what a section's own results.md cannot say about its run
 NOTES = {
+    "colin27-whole-r5-120s": "the fifth round, alone on the machine: the 120 s budget at k=2 and k=4, two seeds on the time axis.",
+    "colin27-whole-r5": "the fifth round, alone on the machine: the step table at k=2 and k=4 (two seeds), and the 600 s "
+    "budget on the time axis, seed 0 (its 120 s cells are 120 s into a 600 s schedule, not the 120 s budget: that is the run above).",
+    "colin27-whole-r5-s1-k4": "the fifth round, alone on the machine: the 600 s budget at k=4, seed 1.",
+    "mni152-whole-r5": "the fifth round, alone on the machine: `bcp` against the annotated slices alone on the whole MNI152 head, two seeds.",
+    "brain1-whole-r5": "the fifth round, alone on the machine: `bcp` against the annotated slices alone on the CT case, two seeds.",
     "colin27-whole-r4-k4": "the fourth round, alone on the machine: the time axis at k=4 up to 600 s.",
     "colin27-whole-r4-bcp": "the fourth round, alone on the machine: `bcp`, the best row of the methods' step table, on the time axis at k=4 and k=8 (it became the default method).",
     "colin27-whole-r4-k8": "the fourth round, alone on the machine: the time axis at k=8 up to 120 s, with the annotated-slices-only baseline.",
