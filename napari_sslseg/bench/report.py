@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from .baselines import BASELINES, BaselineResult
-from .runner import CEILING, AccuracyResults, TimeResults, summarise
+from .runner import CEILING, AccuracyResults, TimeResults, mean_sd, summarise
 
 
 def _fmt(x: float, digits: int = 3) -> str:
@@ -106,11 +106,9 @@ def _time_cell(scores: list) -> str:
         return "n/a"
     if len(scores) == 1:
         return _dice_hd(scores[0])
-    dice = [sc.mean_dice for sc in scores]
-    mean = sum(dice) / len(dice)
-    sd = math.sqrt(sum((d - mean) ** 2 for d in dice) / len(dice))
-    hd = sum(sc.mean_hd95 for sc in scores) / len(scores)
-    return f"{_fmt(mean)} ± {_fmt(sd)} ({_fmt(hd, 1)})"
+    dice, sd = mean_sd(sc.mean_dice for sc in scores)
+    hd, _ = mean_sd(sc.mean_hd95 for sc in scores)
+    return f"{_fmt(dice)} ± {_fmt(sd)} ({_fmt(hd, 1)})"
 
 
 def time_section(tl: TimeResults, baselines: list[BaselineResult], stride: int) -> list[str]:
@@ -137,8 +135,8 @@ def time_section(tl: TimeResults, baselines: list[BaselineResult], stride: int) 
             cells = [_dice_hd(b.scores) if t >= b.seconds else "-" for t in tl.times]
             lines.append(f"| {name} (no training, {b.seconds:.2f} s) | " + " | ".join(cells) + " |")
         lines.append("")
-        seeds = len({r.seed for r in runs}) > 1
-        done = "; ".join(f"{r.method}{f' (seed {r.seed})' if seeds else ''} {r.points[-1].step} steps in {r.points[-1].seconds:.0f} s "
+        several = len({r.seed for r in runs}) > 1  # name each run's seed
+        done = "; ".join(f"{r.method}{f' (seed {r.seed})' if several else ''} {r.points[-1].step} steps in {r.points[-1].seconds:.0f} s "
                          f"({r.steps_per_second:.2f} steps/s), scoring {r.score_seconds:.0f} s"
                          for r in runs if r.points)
         lines.append(f"- by the last checkpoint: {done}" if done else "- no run reached a checkpoint")

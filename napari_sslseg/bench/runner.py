@@ -264,12 +264,17 @@ def run_time_axis(ds: Dataset, cfg: BenchConfig, axis: int = 0, threads: int = 0
     return out
 
 
+def mean_sd(values) -> tuple[float, float]:
+    """Mean and standard deviation over seeds of the finite values (NaN, NaN without any)."""
+    vals = np.asarray(list(values), float)
+    finite = vals[np.isfinite(vals)]
+    return (float(finite.mean()), float(finite.std())) if finite.size else (float("nan"), float("nan"))
+
+
 def summarise(res: AccuracyResults, metric: str = "dice") -> dict[tuple[str, int], tuple[float, float]]:
     """(method, k) -> (mean, spread) over seeds of the class-mean Dice (or HD95)."""
     out = {}
     for key in {(r.method, r.k) for r in res.runs}:
-        vals = [getattr(r.scores, f"mean_{'dice' if metric == 'dice' else 'hd95'}") for r in res.runs if (r.method, r.k) == key]
-        vals = np.asarray(vals, float)
-        finite = vals[np.isfinite(vals)]
-        out[key] = (float(finite.mean()), float(finite.std())) if finite.size else (float("nan"), float("nan"))
+        out[key] = mean_sd(getattr(r.scores, f"mean_{'dice' if metric == 'dice' else 'hd95'}")
+                           for r in res.runs if (r.method, r.k) == key)
     return out
