@@ -62,6 +62,7 @@ from .methods import DEFAULT_METHOD, METHODS, StepContext, create_method, method
 from .networks import student_network
 from .prior import Prior
 from .schedules import poly_lr, projected_steps
+from .uncertainty import hard_labels
 
 #: Annotated slices scored at each evaluation, at most (Dice on what the user painted).
 _EVAL_SLICES = 32
@@ -385,7 +386,7 @@ class Trainer:
                     self._left_out[(vi, s)] = prior.without(s)
                 prior = self._left_out[(vi, s)]
         q = resample_slice(torch.from_numpy(prior.slice_probabilities(at)), size)
-        return q, q.argmax(0, keepdim=True)
+        return q, hard_labels(q, 0, keepdim=True)
 
     def _sample(self, pool: list, n: int) -> list:
         return [pool[i] for i in self.rng.integers(0, len(pool), size=n)]
@@ -497,7 +498,7 @@ class Trainer:
         for item in items:
             q = self._prior_slice(item, leave_out=True)[0][None].to(self.device) if self.config.prior_input else None
             xp, (h, w) = pad16(self._network_input(self.pool.image(item, self.config.context)[None].to(self.device), q))
-            preds.append(net(xp)[..., :h, :w].argmax(1).cpu().flatten())
+            preds.append(hard_labels(net(xp)[..., :h, :w]).cpu().flatten())
             truths.append(self.pool.label(item).flatten())
         net.train(was)
         # Dice over all evaluated slices pooled: a class absent from one slice does not count as 0 there

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from napari_sslseg.metrics import dice_per_class
-from napari_sslseg.uncertainty import entropy, mc_dropout
+from napari_sslseg.uncertainty import entropy, mc_dropout, hard_labels
 
 
 def test_dice_per_class_by_hand_nan_where_a_class_is_absent():
@@ -35,3 +35,12 @@ def test_mc_dropout_of_disagreeing_passes_has_some():
     mean, expected = mc_dropout(lambda: next(draws), 2)
     torch.testing.assert_close(mean, torch.full((1, 2, 1, 1), 0.5))
     assert float(entropy(mean) - expected) > 0.6  # near ln 2: two sure passes that disagree
+
+
+def test_hard_labels_are_argmax_with_the_first_class_on_ties():
+    p = torch.rand(3, 5, 7, 9)
+    p[0, :, 0, 0] = 0.5  # a tie: classes 0 and 1 hold the largest value
+    p[0, 2:, 0, 0] = 0.0
+    assert torch.equal(hard_labels(p), p.argmax(1))
+    assert int(hard_labels(p)[0, 0, 0]) == 0
+    assert torch.equal(hard_labels(p[0], 0, keepdim=True), p[0].argmax(0, keepdim=True))

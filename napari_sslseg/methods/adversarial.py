@@ -16,6 +16,7 @@ from torch import nn
 
 from ..config import setting
 from ..networks import PixelDiscriminator
+from ..uncertainty import hard_labels
 from .base import Method, StepContext, register
 
 
@@ -50,7 +51,7 @@ class Adversarial(Method):
         adv_l = F.binary_cross_entropy_with_logits(d_l, torch.ones_like(d_l))
         adv_u = F.binary_cross_entropy_with_logits(d_u, torch.ones_like(d_u))
         trusted = (torch.sigmoid(d_u.detach()) > c.threshold)[:, 0]
-        pseudo = p_u.detach().argmax(dim=1)
+        pseudo = hard_labels(p_u.detach())
         ce = F.cross_entropy(ctx.logits_unlabelled.float(), pseudo, reduction="none")
         semi = (ce * trusted).sum() / trusted.sum().clamp(min=1)
         semi_weight = c.lambda_semi if ctx.progress >= c.semi_start else 0.0

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import setting
+from ..uncertainty import hard_labels
 from .base import Method, StepContext, disagreement_map, ema_teacher, ema_update, masked_dice, register
 
 
@@ -111,7 +112,7 @@ class BCP(Method):
 
     @torch.no_grad()
     def pseudo_labels(self, x: torch.Tensor) -> torch.Tensor:
-        labels = self.teacher(x).argmax(dim=1)
+        labels = hard_labels(self.teacher(x))
         return largest_pieces(labels, self.num_classes) if self.config.largest_component else labels
 
     def after_step(self, ctx: StepContext) -> dict[str, float]:

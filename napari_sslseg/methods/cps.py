@@ -19,6 +19,7 @@ from torch import nn
 
 from ..config import setting
 from ..schedules import sigmoid_rampup
+from ..uncertainty import hard_labels
 from .base import Method, StepContext, disagreement_map, register, supervised_loss
 
 
@@ -55,8 +56,8 @@ class CPS(Method):
         logits = self.second(torch.cat([ctx.x_labelled, ctx.x_unlabelled]))
         second_l, second_u = logits[: len(ctx.x_labelled)], logits[len(ctx.x_labelled):]
         first_u = ctx.logits_unlabelled.float()
-        cross = (F.cross_entropy(first_u, second_u.detach().argmax(1))
-                 + F.cross_entropy(second_u.float(), first_u.detach().argmax(1)))
+        cross = (F.cross_entropy(first_u, hard_labels(second_u.detach()))
+                 + F.cross_entropy(second_u.float(), hard_labels(first_u.detach())))
         weight = self.config.weight * sigmoid_rampup(ctx.step, self.config.rampup * ctx.total_steps)
         return {
             "cross_pseudo_supervision": (cross, weight),
