@@ -62,7 +62,7 @@ def run_finetune(init: str, method: str, steps: int, seed: int, k: int, results:
            "train_seconds": round(trainer.train_seconds, 1), "setup_seconds": round(setup, 1),
            "load": open("/proc/loadavg").read().split()[:3]}
     print(json.dumps(row), flush=True)
-    with open(results, "a") as f:
+    with open(results, "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
 
 

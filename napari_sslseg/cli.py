@@ -246,7 +246,7 @@ def _train(args, config, trainer_class=None) -> int:
     path = trainer.checkpoint_path
     if path is not None:  # None on the ranks of a distributed run but rank 0
         settings = json.dumps({k: v for k, v in trainer.state().items() if k not in ("model", "method_state", "optimizer")}, indent=2)
-        atomic.replace([(out / "config.json", lambda tmp: tmp.write_text(settings), lambda tmp: json.loads(tmp.read_text()))])
+        atomic.replace([(out / "config.json", lambda tmp: tmp.write_text(settings, encoding="utf-8"), lambda tmp: json.loads(tmp.read_text(encoding="utf-8")))])
     if received:
         print(f"napari-sslseg: {received[0]} at step {trainer.step} of {config.steps}: the model is saved in {path}; "
               "continue with the same command and --resume", file=sys.stderr)

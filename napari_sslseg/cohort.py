@@ -189,7 +189,7 @@ def _write_entry(scan: Scan, entry: Path, channel: int | None) -> None:
         np.save(tmp / "image.npy", image)
         if labels is not None:
             np.save(tmp / "labels.npy", labels)
-        (tmp / "volume.json").write_text(json.dumps({"spacing_zyx": list(geom.spacing_zyx), "image": str(scan.image)}))
+        (tmp / "volume.json").write_text(json.dumps({"spacing_zyx": list(geom.spacing_zyx), "image": str(scan.image)}), encoding="utf-8")
         try:
             os.replace(tmp, entry)
         except OSError:  # another process (a torchrun rank) wrote the same entry first
@@ -229,7 +229,7 @@ def load_volumes(scans: list[Scan], cache: str | os.PathLike, channel: int | Non
         entry = cache / _cache_key(scan, channel)
         if not (entry / "volume.json").exists():
             _write_entry(scan, entry, channel)
-        meta = json.loads((entry / "volume.json").read_text())
+        meta = json.loads((entry / "volume.json").read_text(encoding="utf-8"))
         image = np.load(entry / "image.npy", mmap_mode="r")
         labels = np.load(entry / "labels.npy", mmap_mode="r") if (entry / "labels.npy").exists() else None
         ax = scan.axis if scan.axis is not None else axis

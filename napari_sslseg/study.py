@@ -67,7 +67,7 @@ def model_identity(model_path: str | os.PathLike) -> dict:
 def is_done(folder: Path, identity: dict) -> bool:
     """The scan's outputs are complete and came from this model."""
     try:
-        marker = json.loads((folder / DONE).read_text())
+        marker = json.loads((folder / DONE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return all(marker.get(k) == v for k, v in identity.items()) and all((folder / f).exists() for f in OUTPUTS)
@@ -125,7 +125,7 @@ def predict_scan(model_path: str, scan: Scan, folder: Path, settings: StudySetti
         seconds = time.perf_counter() - t0
         marker = json.dumps({**identity, "image": str(scan.image), "seconds": round(seconds, 2),
                              "uncertainty": pred.uncertainty_kind, "suggestions": pred.suggestions[:10]}, indent=2)
-        atomic.replace([(folder / DONE, lambda tmp: tmp.write_text(marker), lambda tmp: json.loads(tmp.read_text()))])
+        atomic.replace([(folder / DONE, lambda tmp: tmp.write_text(marker, encoding="utf-8"), lambda tmp: json.loads(tmp.read_text(encoding="utf-8")))])
         return ScanResult(scan.name, str(scan.image), "predicted", seconds=seconds)
     except Exception as exc:  # noqa: BLE001 - one bad scan must not stop the study
         return ScanResult(scan.name, str(scan.image), "failed", _failure(exc), time.perf_counter() - t0)
@@ -211,5 +211,5 @@ def write_summary(results: Sequence[ScanResult], path: Path) -> Path:
     for r in results:
         writer.writerow([r.name, r.image, r.status, r.reason, f"{r.seconds:.1f}"])
     text = buffer.getvalue()
-    atomic.replace([(path, lambda tmp: tmp.write_text(text), lambda tmp: tmp.read_text())])
+    atomic.replace([(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), lambda tmp: tmp.read_text(encoding="utf-8"))])
     return path

@@ -181,7 +181,7 @@ def test_quick_smoke_run_on_the_sample(tmp_path, extra):
         "--times", "0.5,1", "--time-ks", "2", "--out", str(tmp_path),
     ] + extra)
     assert run(args) == 0
-    md = (tmp_path / "results.md").read_text()
+    md = (tmp_path / "results.md").read_text(encoding="utf-8")
     # --quick leaves the ceiling out: from scratch it needs thousands of steps
     assert "| supervised |" in md and "full supervision" not in md
     if extra:
@@ -195,10 +195,10 @@ def test_quick_smoke_run_on_the_sample(tmp_path, extra):
     assert "slices outside the labelled extent included" in md
     assert "after T s of training, k=2" in md and "| 0.5 s | 1 s |" in md
     assert (tmp_path / "curves.png").stat().st_size > 0
-    rows = (tmp_path / "results.csv").read_text().splitlines()
+    rows = (tmp_path / "results.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0].startswith("dataset,method,k,seed,class,dice,hd95_mm")
     assert any(",supervised,2,0,mean," in r for r in rows)
-    timed = (tmp_path / "time.csv").read_text().splitlines()
+    timed = (tmp_path / "time.csv").read_text(encoding="utf-8").splitlines()
     assert timed[0] == "dataset,method,k,seed,time_s,trained_s,step,class,dice,hd95_mm"
     assert sum(",supervised,2,0,0.5," in r and ",mean," in r for r in timed) == 1
     assert sum(",supervised,2,0,1.0," in r and ",mean," in r for r in timed) == 1

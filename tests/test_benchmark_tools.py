@@ -84,7 +84,7 @@ def test_radiomics_presets_load(name, classes):
 def test_the_plugin_never_imports_the_tool():
     importers = []
     for path in PACKAGE.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
             if any(n.split(".")[0] == "benchmarks" for n in names):
@@ -99,7 +99,7 @@ def test_a_quick_run_on_the_sample_reports_the_targets(tmp_path):
             "supervised", "--ks", "2", "--steps", "2", "--threads", "1", "--no-time", "--no-baselines", "--crop",
             "--no-speed", "--out", str(tmp_path)]
     assert main(argv) == 0
-    md = (tmp_path / "results.md").read_text()
+    md = (tmp_path / "results.md").read_text(encoding="utf-8")
     assert "- command: `python -m benchmarks.tools.bench " in md and "| supervised |" in md
     assert "### Targets" in md and "### Speed and memory" not in md
 

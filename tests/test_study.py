@@ -36,7 +36,7 @@ def _crops(folder, count):
 
 
 def _summary(path):
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         return {row["name"]: row for row in csv.DictReader(f)}
 
 
@@ -136,3 +136,22 @@ def test_a_file_that_is_no_model_is_refused_before_any_scan(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "model.pt"), str(tmp_path / "study"), "--out", str(tmp_path / "pred")]) == 2
     assert "napari-sslseg: error:" in capsys.readouterr().err
     assert not (tmp_path / "pred").exists()
+
+
+def test_the_summary_is_utf8_in_an_ascii_locale(tmp_path):
+    """A scan's name or failure holds any character (a path in Zürich, a size as 2×3); in a process
+    whose locale is plain ASCII (LC_ALL=C, no UTF-8 mode) the summary is still written, as UTF-8."""
+    import os
+    import subprocess
+    import sys
+
+    row = ["zürich", "scans/zürich.nii.gz", "failed", "a 2×3 image… is too small"]
+    script = ("import sys; from pathlib import Path; from napari_sslseg.study import ScanResult, write_summary; "
+              f"write_summary([ScanResult(*{ascii(row)})], Path(sys.argv[1]))")  # the command line itself ASCII
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0", "PYTHONIOENCODING": "ascii"}
+    path = tmp_path / "summary.csv"
+    done = subprocess.run([sys.executable, "-c", script, str(path)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[1][:4] == row

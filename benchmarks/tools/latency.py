@@ -136,7 +136,7 @@ def _measure(data, out, seconds: float, method: str, threads: int, headless_thre
     viewer.close()
     report["headless_after"] = headless()
     report["headless_steps_per_second"] = (report["headless_before"] + report["headless_after"]) / 2
-    with open(out, "w") as f:
+    with open(out, "w", encoding="utf-8") as f:
         json.dump(report, f)
     return 0
 

@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
         pass
     report["train_seconds"] = time.perf_counter() - t0
     report["peak_rss_mb"] = peak_rss_mb()
-    with open(out, "w") as f:
+    with open(out, "w", encoding="utf-8") as f:
         json.dump(report, f)
     return 0
 

@@ -33,7 +33,7 @@ def _run(cmd: list[str], out: Path, timeout: float) -> dict:
     if proc.returncode != 0 or not out.exists():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
-    return json.loads(out.read_text())
+    return json.loads(out.read_text(encoding="utf-8"))
 
 
 def peak_memory(full: Path, cfg: ProbeConfig, workdir: Path) -> dict:

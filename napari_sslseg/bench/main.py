@@ -123,7 +123,7 @@ def main(args, cfg: BenchConfig, dataset: Dataset | None = None, extra: Extra | 
         report.write_time_csv(timeline, ds.name, out / "time.csv")
     report.plot(res, cfg.methods, cfg.ks, ds.name, out / "curves.png", timeline)
     md = render(args, cfg, full, ds, res, results, total, more, command)
-    (out / "results.md").write_text(md)
+    (out / "results.md").write_text(md, encoding="utf-8")
     print(md)
     return 0
 

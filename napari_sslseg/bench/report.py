@@ -154,7 +154,7 @@ def time_section(tl: TimeResults, baselines: list[BaselineResult], stride: int) 
 
 
 def write_csv(res: AccuracyResults, dataset: str, path: Path) -> None:
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["dataset", "method", "k", "seed", "class", "dice", "hd95_mm", "train_seconds"])
         for r in res.runs:
@@ -174,7 +174,7 @@ def write_csv(res: AccuracyResults, dataset: str, path: Path) -> None:
 
 
 def write_time_csv(tl: TimeResults, dataset: str, path: Path) -> None:
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["dataset", "method", "k", "seed", "time_s", "trained_s", "step", "class", "dice", "hd95_mm"])
         for r in tl.runs:
