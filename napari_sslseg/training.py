@@ -450,10 +450,11 @@ class Trainer:
         ctx = StepContext(self.step, self.total_steps(), self.num_classes, x_l, y_l, x_u)
         with self._autocast():
             method.prepare(ctx)
-            student_pass(self.model, ctx)
+            prior_term = q_u is not None and prior_w > 0
+            student_pass(self.model, ctx, unlabelled=prior_term or method.reads_unlabelled_logits)
             sup = supervised_loss(ctx.logits_labelled.float(), y_l)
             terms = method.unlabelled_loss(ctx) if x_u is not None and method.uses_unlabelled else {}
-            if q_u is not None and prior_w > 0:
+            if prior_term:
                 terms["prior"] = (prior_loss(ctx.logits_unlabelled, q_u, w_u), prior_w)
             total = sup + sum(w * v for v, w in terms.values() if w)
         self.optimizer.zero_grad(set_to_none=True)

@@ -44,8 +44,8 @@ def student_outputs(student, method, ctx) -> list[torch.Tensor]:
     student's logits of unannotated slices and of every view."""
     student.train()
     method.prepare(ctx)
-    student_pass(student, ctx)
-    return [ctx.logits_unlabelled, *ctx.view_logits.values()]
+    student_pass(student, ctx, unlabelled=method.reads_unlabelled_logits)  # as the loop without its prior term
+    return [o for o in (ctx.logits_unlabelled, *ctx.view_logits.values()) if o is not None]
 
 
 def gradient_through(outputs: list[torch.Tensor], terms: dict) -> float:
@@ -96,7 +96,8 @@ def test_a_detached_unlabelled_branch_fails_that_check(name, monkeypatch):
     original = cls.unlabelled_loss
 
     def detached(self, ctx):
-        ctx.logits_unlabelled = ctx.logits_unlabelled.detach()
+        if ctx.logits_unlabelled is not None:
+            ctx.logits_unlabelled = ctx.logits_unlabelled.detach()
         ctx.view_logits = {k: v.detach() for k, v in ctx.view_logits.items()}
         hook = self.student.register_forward_hook(lambda module, args, out: out.detach())
         try:
@@ -224,6 +225,20 @@ def test_loop_runs_saves_and_resumes(tiny_volume, tmp_path, name):
         other = resumed.method.extra_models()[k].state_dict()
         assert all(torch.equal(v, other[n]) for n, v in m.state_dict().items()), k
     assert [e.step for e in resumed.run() if hasattr(e, "losses")] == [3]
+
+
+@pytest.mark.parametrize("prior_weight, passed", [(0.0, 2 + 2 + 2), (0.3, 2 + 2 + 2 + 2)])
+def test_the_student_sees_the_plain_unannotated_slices_only_where_something_reads_them(tiny_volume, prior_weight, passed):
+    """bcp learns from its mixed slices alone: without the loop's prior term the student's pass holds
+    the annotated slices and the two mixes, not the unannotated slices as they are (a quarter of the
+    pass); with the prior term, which reads them, it does."""
+    trainer = Trainer([tiny_volume], "bcp", small_config(1, prior_weight=prior_weight, prior_input=False))
+    trainer.method.config = type(trainer.method.config)(first_stage=0.0)  # the mixed stage from the first step
+    sizes = []
+    hook = trainer.model.register_forward_hook(lambda module, args, out: sizes.append(len(args[0])))
+    trainer.train_step()
+    hook.remove()
+    assert sizes[0] == passed, sizes
 
 
 # ----- method-specific -----

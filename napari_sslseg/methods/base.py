@@ -61,12 +61,12 @@ class StepContext:
         return self.step / max(self.total_steps, 1)
 
 
-def student_pass(student: nn.Module, ctx: StepContext) -> torch.Tensor:
-    """The student's one forward pass over the annotated slices, the unannotated ones and the
-    method's views, concatenated (one pass is cheaper than several on a CPU); fills the context's
-    logits and returns them whole."""
+def student_pass(student: nn.Module, ctx: StepContext, unlabelled: bool = True) -> torch.Tensor:
+    """The student's one forward pass over the annotated slices, the unannotated ones (unless not
+    ``unlabelled``: ``ctx.logits_unlabelled`` then stays None) and the method's views, concatenated
+    (one pass is cheaper than several on a CPU); fills the context's logits and returns them whole."""
     parts = [("labelled", ctx.x_labelled)]
-    if ctx.x_unlabelled is not None:
+    if unlabelled and ctx.x_unlabelled is not None:
         parts.append(("unlabelled", ctx.x_unlabelled))
     parts += list(ctx.views.items())
     logits = student(torch.cat([x for _, x in parts]))
@@ -103,6 +103,10 @@ class Method:
     summary: ClassVar[str] = ""  # one line for ``napari-sslseg methods`` and the panel
     Config: ClassVar[type] = NoConfig
     uses_unlabelled: ClassVar[bool] = True
+    #: whether ``unlabelled_loss`` reads ``ctx.logits_unlabelled``, the student's plain pass over the
+    #: unannotated slices; False where it trains on its own views only (bcp's mixed slices), so that the
+    #: pass is left out of a step that has no other use for it (the loop's prior term off)
+    reads_unlabelled_logits: ClassVar[bool] = True
 
     def __init__(self, student: nn.Module, num_classes: int, config=None):
         self.student = student

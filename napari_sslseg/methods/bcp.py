@@ -74,6 +74,7 @@ class BCP(Method):
     name = "bcp"
     summary = "Bidirectional copy-paste (Bai et al. 2023): regions pasted between annotated and unannotated slices, both ways."
     Config = BCPConfig
+    reads_unlabelled_logits = False  # the student learns from the mixed slices alone (the official code)
 
     def __init__(self, student: nn.Module, num_classes: int, config=None):
         super().__init__(student, num_classes, config)
