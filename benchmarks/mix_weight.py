@@ -54,7 +54,7 @@ def score_shares(ds: Dataset, annotated: list[int], p: np.ndarray, q: np.ndarray
         out = {**row, "network_weight": w, "mean_dice": round(s.mean_dice, 4), "mean_hd95": round(s.mean_hd95, 2),
                "dice": {c: round(v, 3) for c, v in s.dice.items()}}
         print(json.dumps(out), flush=True)
-        with open(results, "a") as f:
+        with open(results, "a", encoding="utf-8") as f:
             f.write(json.dumps(out) + "\n")
 
 
