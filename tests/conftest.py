@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,20 @@ COLIN_T1 = DATA / "colin27_crop_t1.nii.gz"
 COLIN_LABELS = DATA / "colin27_crop_labels.nii.gz"
 BRAIN1_IMAGE = DATA / "brain1_crop_image.nrrd"
 BRAIN1_LABEL = DATA / "brain1_crop_label.nrrd"
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``-n``), each worker's torch and OpenMP threads are its share of the cores,
+    so that parallel workers, and the processes their tests start, do not fight over them."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        share = str(max(1, (os.cpu_count() or 1) // int(workers)))
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = share
+        import torch
+
+        torch.set_num_threads(int(share))
+
+
 #: Axial slices painted in the end-to-end tests: evenly spaced through the structures (z 4..57).
 ANNOTATED = [14, 26, 38, 50]
 

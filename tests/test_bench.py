@@ -214,7 +214,7 @@ def test_accuracy_jobs_in_process_and_in_workers(workers):
     from napari_sslseg.bench.runner import CEILING, run_accuracy, trainings_planned
 
     ds = crop_to_labels(load_pair(DATA / "colin27_crop_t1.nii.gz", DATA / "colin27_crop_labels.nii.gz"), 2)
-    cfg = BenchConfig(methods=["supervised"], ks=[2, 3], seeds=[0, 1], steps=2, ceiling_steps=2, workers=workers, threads=1, guidance=workers > 1,
+    cfg = BenchConfig(methods=["supervised"], ks=[2, 3], seeds=[0], steps=2, ceiling_steps=2, workers=workers, threads=1, guidance=workers > 1,
                       guidance_start=2, guidance_max=3, guidance_budget=3, guidance_mc_passes=2)
     ticks = []
     res = run_accuracy(ds, cfg, tick=ticks.append)
