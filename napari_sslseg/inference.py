@@ -22,17 +22,18 @@ if TYPE_CHECKING:
     from .methods import Method
 
 _EPS = 1e-6
-#: The network's share when its probabilities are mixed with the propagation prior's (``predict_volume``).
-#: At one half, a class the prior is sure of (probability 1, on and near an annotated slice) is not
-#: overruled (short of a network exactly as sure of another), and where the prior is unsure (far from the annotations, between pieces that do not
-#: pair) the network decides. Measured after 120 s of ``bcp`` on 2 cores, whole volumes, mean Dice over
-#: every unannotated slice at shares 0.3 / 0.5 / 0.7 / 1 (``benchmarks/mix_weight.py``,
+#: The network's share when its probabilities are mixed with the propagation prior's
+#: (``predict_volume``). At one half, a class the prior is sure of (probability 1, on and near an
+#: annotated slice) is not overruled (short of a network exactly as sure of another), and where the
+#: prior is unsure (far from the annotations, between pieces that do not pair) the network decides.
+#: Measured after 120 s of ``bcp`` on 2 cores, whole volumes, mean Dice over every unannotated slice
+#: at shares 0.3 / 0.5 / 0.7 / 1 (``benchmarks/mix_weight.py``,
 #: ``benchmarks/results/mix_weight.jsonl``): Colin27 k=4 0.738 / 0.740 / 0.737 / 0.732 and (seed 1)
-#: 0.737 / 0.734 / 0.726 / 0.696; Colin27 k=2 0.550 / 0.559 / 0.518 / 0.463; mni152 k=4 0.844 / 0.901 /
-#: 0.906 / 0.906 and 0.849 / 0.903 / 0.907 / 0.908; the CT case brain1 k=2 0.685 / 0.757 / 0.397 / 0.249.
-#: Above one half the network overrules the prior where both are sure: brain1's 95% Hausdorff jumps
-#: from 6.5 mm to 99 at 0.6, Colin27 k=2's from 8.6 to 17 at 0.55. A per-voxel share (the network's
-#: confidence over its and the prior's) did worse on all but mni152.
+#: 0.737 / 0.734 / 0.726 / 0.696; Colin27 k=2 0.550 / 0.559 / 0.518 / 0.463; mni152 k=4 0.844 /
+#: 0.901 / 0.906 / 0.906 and 0.849 / 0.903 / 0.907 / 0.908; the CT case brain1 k=2 0.685 / 0.757 /
+#: 0.397 / 0.249. Above one half the network overrules the prior where both are sure: brain1's 95%
+#: Hausdorff jumps from 6.5 mm to 99 at 0.6, Colin27 k=2's from 8.6 to 17 at 0.55. A per-voxel share
+#: (the network's confidence over its and the prior's) did worse on all but mni152.
 NETWORK_WEIGHT = 0.5
 #: Pieces of a class under this fraction of its largest piece are removed from whole-volume predictions.
 KEEP_FRACTION = PredictConfig.keep_fraction
