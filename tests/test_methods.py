@@ -232,8 +232,8 @@ def test_the_student_sees_the_plain_unannotated_slices_only_where_something_read
     """bcp learns from its mixed slices alone: without the loop's prior term the student's pass holds
     the annotated slices and the two mixes, not the unannotated slices as they are (a quarter of the
     pass); with the prior term, which reads them, it does."""
-    trainer = Trainer([tiny_volume], "bcp", small_config(1, prior_weight=prior_weight, prior_input=False))
-    trainer.method.config = type(trainer.method.config)(first_stage=0.0)  # the mixed stage from the first step
+    trainer = Trainer([tiny_volume], "bcp", small_config(1, prior_weight=prior_weight, prior_input=False),
+                      method_options={"first_stage": 0.0})  # the mixed stage from the first step
     sizes = []
     hook = trainer.model.register_forward_hook(lambda module, args, out: sizes.append(len(args[0])))
     trainer.train_step()
