@@ -16,18 +16,16 @@ one JSON line per share.
 
 from __future__ import annotations
 
-import json
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.settings_probe import append_row, train_against_the_clock
 from benchmarks.tools.presets import load_preset
-from napari_sslseg.bench.datasets import Dataset, labelled_extent
-from napari_sslseg.bench.protocol import evenly_spaced, score, scored_slices, trainer_for
-from napari_sslseg.bench.timeaxis import train_settings
+from napari_sslseg.bench.datasets import Dataset
+from napari_sslseg.bench.protocol import score, scored_slices
 from napari_sslseg.inference import KEEP_FRACTION, predict_volume, remove_small_components
 
 AXIS = 0
@@ -53,26 +51,17 @@ def score_shares(ds: Dataset, annotated: list[int], p: np.ndarray, q: np.ndarray
         s = score(labels, ds.labels, ds.class_names, ds.spacing, AXIS, scored)
         out = {**row, "network_weight": w, "mean_dice": round(s.mean_dice, 4), "mean_hd95": round(s.mean_hd95, 2),
                "dice": {c: round(v, 3) for c, v in s.dice.items()}}
-        print(json.dumps(out), flush=True)
-        with open(results, "a", encoding="utf-8") as f:
-            f.write(json.dumps(out) + "\n")
+        append_row(out, results)
 
 
 def main(dataset: str, k: int, method: str, seconds: float, seed: int, results: str, data_dir: str) -> None:
     ds = load_preset(dataset, Path(data_dir))
-    annotated = evenly_spaced(labelled_extent(ds.labels, AXIS), k)
-    t0 = time.perf_counter()
-    trainer = trainer_for(ds, annotated, AXIS, method, **train_settings(seconds, seed))
-    for _ in trainer.run():
-        pass
-    wall = time.perf_counter() - t0
+    annotated, trainer, row = train_against_the_clock(ds, k, method, seconds, seed)
     model = replace(trainer.segmentation_model(), method=None)
     prior = trainer.priors.get(0)
     network = predict_volume(model, trainer.pool.volumes[0], mc_passes=0, prior=prior, network_weight=1.0,
                              keep_probabilities=True, keep_fraction=0)
     _, q_confidence, q = prior.volume()
-    row = {"dataset": dataset, "k": k, "method": method, "seconds": seconds, "seed": seed, "steps": trainer.step,
-           "wall_seconds": round(wall, 1)}
     score_shares(ds, annotated, network.probabilities, q, q_confidence, row, results)
 
 
