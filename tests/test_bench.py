@@ -193,6 +193,8 @@ def test_quick_smoke_run_on_the_sample(tmp_path, extra):
         if itk_missing() is None:
             assert "loading ITK's libraries took" in md
     assert "slices outside the labelled extent included" in md
+    # one training of the table: run in this process, no worker started for it
+    assert "1 training(s) at a time, 1 torch thread(s) each" in md
     assert "after T s of training, k=2" in md and "| 0.5 s | 1 s |" in md
     assert (tmp_path / "curves.png").stat().st_size > 0
     rows = (tmp_path / "results.csv").read_text(encoding="utf-8").splitlines()

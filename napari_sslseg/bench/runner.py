@@ -187,9 +187,11 @@ def run_accuracy(ds: Dataset, cfg: BenchConfig, axis: int = 0, tick=lambda n=1: 
     """Train every method at every k and seed, the ceiling and the guidance chains; ``tick(n)`` after
     each job, ``n`` its trainings."""
     extent = labelled_extent(ds.labels, axis)
-    threads = worker_threads(cfg) if cfg.workers > 1 else cfg.threads
+    # one training has nothing to run beside it: in this process, without starting a worker (seconds each)
+    workers = max(1, cfg.workers) if trainings_planned(cfg) > 1 else 1
+    threads = worker_threads(cfg) if workers > 1 else cfg.threads
     res = AccuracyResults(axis, extent, {k: evenly_spaced(extent, k) for k in cfg.ks},
-                          workers=max(1, cfg.workers), threads=threads, num_slices=ds.labels.shape[axis])
+                          workers=workers, threads=threads, num_slices=ds.labels.shape[axis])
     todo: deque = deque()
     if cfg.guidance:  # first, so that its chains (the longest jobs) start early
         todo.append(("first", _guidance_first_job, ()))
@@ -198,8 +200,8 @@ def run_accuracy(ds: Dataset, cfg: BenchConfig, axis: int = 0, tick=lambda n=1: 
         if cfg.ceiling:
             todo.append(("run", _ceiling_job, (list(cfg.ks), seed)))
 
-    if cfg.workers > 1:
-        executor = ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn"),
+    if workers > 1:
+        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                        initializer=_setup, initargs=(ds, cfg, axis, extent, threads))
     else:
         _setup(ds, cfg, axis, extent, threads)
@@ -207,7 +209,7 @@ def run_accuracy(ds: Dataset, cfg: BenchConfig, axis: int = 0, tick=lambda n=1: 
     running: dict = {}
     with executor:
         while todo or running:
-            while todo and len(running) < max(1, cfg.workers):
+            while todo and len(running) < workers:
                 kind, fn, args = todo.popleft()
                 running[executor.submit(fn, *args)] = kind
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
