@@ -60,7 +60,7 @@ def test_training_shows_results_for_review(setup, qtbot, tmp_path):
     image, labels = viewer.layers["colin27 T1"], viewer.layers["annotations"]
     assert panel.data.image.value is image and panel.data.labels.value is labels and panel.data.axis.value == 0
     before = labels.data.copy()
-    _train(qtbot, panel, steps=10, preview_every=5, finish=True, timeout=90_000)
+    _train(qtbot, panel, steps=10, preview_every=10, finish=True, timeout=90_000)  # one preview, at the end
     assert panel.trainer.step == 10
 
     # result layers on the image's grid, the user's labels untouched
@@ -393,10 +393,10 @@ def test_result_layers_never_take_the_selection_or_the_mode(setup, qtbot):
     labels = viewer.layers["annotations"]
     viewer.layers.selection.active = labels
     labels.mode = "paint"
-    session = _train(qtbot, panel, steps=3, preview_every=1)
+    session = _train(qtbot, panel, steps=2, preview_every=1)
     qtbot.waitUntil(lambda: "prediction" in viewer.layers, timeout=60_000)  # the first preview
     assert viewer.layers.selection.active is labels and labels.mode == "paint"
-    qtbot.waitUntil(lambda: not session.running, timeout=90_000)  # the later previews update the layers
+    qtbot.waitUntil(lambda: not session.running, timeout=90_000)  # the last preview updates the layers
     assert viewer.layers.selection.active is labels and set(viewer.layers.selection) == {labels}
     assert labels.mode == "paint"
 
