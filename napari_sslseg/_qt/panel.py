@@ -25,7 +25,7 @@ from .pretraining import Pretraining, follow_choice, show_failure, show_status
 from .results import name_classes, result_name
 from .review_widget import ReviewSection, bind_keys, unbind_keys
 from .session import Shutdown, TrainingSession
-from .training_widget import TrainingSection, new_trainer
+from .training_widget import TrainingSection, new_trainer, warm_up
 
 
 class TrainingPanel(QWidget):
@@ -57,6 +57,7 @@ class TrainingPanel(QWidget):
         self.destroyed.connect(self._shutdown)
         QApplication.instance().aboutToQuit.connect(self._shutdown)
         self.training.offer_resume(self.data.image.value)
+        self._warm_up = warm_up()
         for widget in (self.training.pretrain, self.data.image, self.data.axis):
             widget.changed.connect(self.pretrain)
 

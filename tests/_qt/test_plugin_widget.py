@@ -487,3 +487,14 @@ def test_a_settings_form_explains_each_field_as_the_command_line_does(qtbot):
     help_ = field_help(TrainConfig)
     assert help_["lr"] and form.lr.tooltip.startswith(help_["lr"]) and "default 0.005" in form.lr.tooltip
     assert all(w.tooltip for w in form)
+
+
+def test_the_first_trainings_imports_load_while_the_user_paints(setup):
+    """Opening the panel starts, in a thread of its own, what a process's first training would
+    otherwise load on the GUI thread when Train is pressed (torch's optimiser imports its compiler)."""
+    import sys
+
+    _viewer, panel = setup
+    panel._warm_up.join(timeout=60)
+    assert not panel._warm_up.is_alive() and panel._warm_up.daemon
+    assert "torch._dynamo" in sys.modules
