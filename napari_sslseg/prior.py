@@ -56,13 +56,13 @@ FLOW_WEIGHT = 0.7
 #: Margin around the annotations' in-plane box that is registered, mm.
 _FLOW_MARGIN_MM = 15.0
 #: Demons iterations per pair of neighbouring slices at each resolution, coarsest first (each level
-#: half the resolution of the one after it). An iteration costs about the same at every level (on
-#: images this small SimpleITK's per-iteration overhead, not the pixels, sets the time), so most go
-#: where an edge moves farthest per pixel. Measured on the prior alone (mean Dice over every
-#: unannotated slice; seconds to compute it whole, 2-core machine): 20 at every level against this,
-#: colin27 k=4 0.6845 / 0.6824 (4.6 / 2.6 s), k=2 0.3814 / 0.3823 (3.6 / 2.1 s), mni152 k=4
-#: 0.6081 / 0.6088 (12.4 / 7.5 s), brain1 (CT) k=2 0.5737 / 0.5734 (0.38 / 0.22 s).
-_DEMONS_ITERATIONS = (20, 10, 5)
+#: half the resolution of the one after it). On slices this small an iteration costs about the same
+#: at every level (SimpleITK's per-iteration overhead, not the pixels, sets the time). 20, 10, 5
+#: took 40% less time for the same prior (mean Dice over every unannotated slice: colin27 k=4
+#: 0.6845 / 0.6824 in 4.6 / 2.6 s, mni152 k=4 0.6081 / 0.6088 in 12.4 / 7.5 s, brain1 k=2 0.5737 /
+#: 0.5734), but after 600 s of `bcp` on colin27 k=4 (seed 0) the prediction scored 0.725 against
+#: 0.737 with 20 at every level, the pallidum 0.39 against 0.47: not adopted (BENCHMARKS.md, seventh round).
+_DEMONS_ITERATIONS = (20, 20, 20)
 #: The smoothing of the displacement, pixels of each level.
 _DEMONS_SMOOTHING = 2.0
 #: Largest side of the registered box, pixels: larger boxes are registered at a coarser grid.
@@ -459,7 +459,7 @@ def propagate(
             along the structures (:class:`_Flow`); without it the shapes are only interpolated.
         previous: the prior of earlier annotations of the same image: its registrations are reused
             where they still apply (a slice painted inside the earlier annotations' box), so that
-            new labels cost their distance maps, not the registration again (2.6 s on the whole Colin27 head).
+            new labels cost their distance maps, not the registration again (5-7 s on Colin27).
     """
     A = sorted({int(a) for a in annotated})
     if not A:

@@ -20,7 +20,7 @@ WHOLE_T1 = SAMPLES / "colin27_t1.nii.gz"
 WHOLE_LABELS = SAMPLES / "colin27_deep_labels.nii.gz"
 #: Mean Dice over the 5 structures on every unannotated slice of the whole head (177 slices, most
 #: holding none of them: a structure predicted there counts against it) after the CI-sized run
-#: below (the default method, 120 steps): measured 0.732 (0.730 before the registration schedule of prior.py was shortened).
+#: below (the default method, 120 steps): measured 0.730 (pallidum 0.43, the rest 0.77-0.84).
 #: The bench's step table gives `bcp` 0.712 ± 0.008 at 120 steps on these slices, the prior alone
 #: 0.685, and ITK's contour interpolation (3D Slicer's Fill between slices) 0.501. The bound asks
 #: for clearly more than ITK, with room for what another seed or CPU thread count changes.
