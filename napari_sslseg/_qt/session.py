@@ -90,11 +90,12 @@ class TrainingSession:
         self.thread: dict = {}  # what the training thread set for itself (threads, tid, niceness)
         self.worker = create_worker(guarded, self._run, trainer.config.threads, self.thread, _start_thread=False,
                                     _ignore_errors=True)
+        # one slot per signal: two slots on a worker's signal are two queued calls, and the GUI thread
+        # may look at the session between them (finished, but the panel's part of finishing not yet run)
+        self._callbacks = (on_event, on_done)
         self.worker.yielded.connect(self._on_event)
-        self.worker.yielded.connect(on_event)
         self.worker.errored.connect(on_error)
         self.worker.finished.connect(self._on_done)
-        self.worker.finished.connect(on_done)
 
     def start(self) -> None:
         self.worker.start()
@@ -104,6 +105,7 @@ class TrainingSession:
         return not self.finished
 
     def _on_event(self, event) -> None:
+        self._callbacks[0](event)  # first: napari's progress bar may process pending Qt events as it updates
         if isinstance(event, StepEvent):
             done = min(int(self.trainer.train_seconds), self.progress.total) if self.timed else event.step
             self.progress.update(done - self.progress.n)
@@ -112,6 +114,7 @@ class TrainingSession:
 
     def _on_done(self) -> None:
         self.finished = True
+        self._callbacks[1]()
         self.progress.close()
 
     def submit(self, command) -> None:
