@@ -232,6 +232,19 @@ def test_accuracy_jobs_in_process_and_in_workers(workers):
     assert res.workers == workers
 
 
+def test_each_benchmark_training_registers_its_prior_anew():
+    """The benchmark times a user's first training: a registration kept from an earlier prior of the
+    same image and slices (:func:`napari_sslseg.prior.propagate` keeps the last) is not taken."""
+    from napari_sslseg.bench.protocol import trainer_for, training_volume
+
+    ds = crop_to_labels(sample_dataset(), 2)
+    annotated = evenly_spaced(labelled_extent(ds.labels, 0), 2)
+    kept = training_volume(ds, annotated, 0).prior(int(ds.labels.max()) + 1)._flow
+    assert training_volume(ds, annotated, 0).prior(int(ds.labels.max()) + 1)._flow is kept  # kept for reuse
+    trainer = trainer_for(ds, annotated, 0, "supervised", threads=1, steps=1)
+    assert trainer.priors[0]._flow is not kept
+
+
 def test_whole_volume_by_default_crop_on_request():
     from napari_sslseg.bench.main import load
 

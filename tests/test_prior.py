@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sslseg.prior import propagate
+from napari_sslseg.prior import clear_registrations, propagate
 
 from .conftest import ANNOTATED
 
@@ -177,6 +177,32 @@ def test_a_class_in_many_pieces_is_blended_whole():
     labels[10, 12:20, 8:70] = 1
     mid = propagate(labels, [0, 10], 0).slice_probabilities(5).argmax(0) == 1
     assert mid[16, 8:70].mean() > 0.9, mid[16]  # piece by piece: 0.45, gaps between shrinking squares
+
+
+def test_a_second_prior_of_the_same_image_and_slices_takes_the_registration_made(colin):
+    """Another training on the same slices (after Stop, with another method) or a prediction after
+    a training builds the same prior from a copy of the same image: it takes the registration
+    already made (not one slice registered again) and gives the same probabilities. A changed image
+    registers anew, and so does any prior after :func:`clear_registrations`."""
+    image, labels, geom = colin
+    C, s = int(labels.max()) + 1, ANNOTATED[1] + 2
+    sparse = np.zeros_like(labels)
+    sparse[ANNOTATED] = labels[ANNOTATED]
+    clear_registrations()
+    first = propagate(sparse, ANNOTATED, 0, geom.spacing_zyx, num_classes=C, image=image.copy())
+    expected = first.slice_probabilities(s)
+    registered = dict(first._flow._steps)
+    assert registered  # the pairs slice s needs
+    again = propagate(sparse, ANNOTATED, 0, geom.spacing_zyx, num_classes=C, image=image.copy())
+    assert again._flow is first._flow
+    assert np.array_equal(again.slice_probabilities(s), expected) and again._flow._steps == registered
+    changed = image.copy()
+    changed[s] = 255 - changed[s]
+    assert propagate(sparse, ANNOTATED, 0, geom.spacing_zyx, num_classes=C, image=changed)._flow is not first._flow
+    clear_registrations()
+    anew = propagate(sparse, ANNOTATED, 0, geom.spacing_zyx, num_classes=C, image=image)
+    assert anew._flow is not first._flow and not anew._flow._steps
+    assert np.array_equal(anew.slice_probabilities(s), expected)  # registering is deterministic
 
 
 def test_new_labels_reuse_the_registration_where_it_still_applies(colin):

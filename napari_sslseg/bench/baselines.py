@@ -49,8 +49,9 @@ class BaselineResult:
 def prior_labels(sparse: np.ndarray, annotated: list[int], axis: int, spacing, num_classes: int,
                  image: np.ndarray | None = None) -> np.ndarray:
     """The propagation prior's labels (uint8) of the whole volume (carried along ``image``'s slices where given)."""
-    from ..prior import propagate
+    from ..prior import clear_registrations, propagate
 
+    clear_registrations()  # timed as a user's first prior: its registration made here, not reused
     labels, _confidence, _probabilities = propagate(sparse, annotated, axis, spacing, num_classes=num_classes,
                                                     image=image).volume()
     return labels

@@ -13,6 +13,7 @@ from ..data import Volume, keep_slices
 from ..errors import InputError
 from ..events import StepEvent
 from ..metrics import one_hot, one_hot_dice
+from ..prior import clear_registrations
 from ..training import Trainer
 from .config import method_settings
 from .datasets import Dataset
@@ -109,6 +110,7 @@ def trainer_for(ds: Dataset, annotated: list[int], axis: int, method: str, threa
     no evaluations or previews of the loop's own (the benchmark scores); ``settings``: TrainConfig
     fields to change (steps, seed, time_budget ...)."""
     method, variant = method_settings(method)  # a row such as annotated_only: a method with other settings
+    clear_registrations()  # each training pays for its prior's registration, as a user's first one does
     cfg = TrainConfig(threads=threads, eval_every=0, preview_every=0, **{**variant, **settings})
     return Trainer([training_volume(ds, annotated, axis)], method=method, config=cfg, class_names=ds.class_names)
 
