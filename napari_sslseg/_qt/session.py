@@ -105,17 +105,21 @@ class TrainingSession:
         return not self.finished
 
     def _on_event(self, event) -> None:
-        self._callbacks[0](event)  # first: napari's progress bar may process pending Qt events as it updates
-        if isinstance(event, StepEvent):
-            done = min(int(self.trainer.train_seconds), self.progress.total) if self.timed else event.step
-            self.progress.update(done - self.progress.n)
-        elif isinstance(event, FinishedEvent):
-            self.progress.set_description(f"Training {event.reason}")
+        try:
+            self._callbacks[0](event)  # first: napari's progress bar may process pending Qt events as it updates
+        finally:
+            if isinstance(event, StepEvent):
+                done = min(int(self.trainer.train_seconds), self.progress.total) if self.timed else event.step
+                self.progress.update(done - self.progress.n)
+            elif isinstance(event, FinishedEvent):
+                self.progress.set_description(f"Training {event.reason}")
 
     def _on_done(self) -> None:
         self.finished = True
-        self._callbacks[1]()
-        self.progress.close()
+        try:
+            self._callbacks[1]()
+        finally:
+            self.progress.close()
 
     def submit(self, command) -> None:
         if not self.finished:
