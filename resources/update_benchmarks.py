@@ -12,12 +12,14 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ["colin27-whole-r8-600s-sup", "mni152-whole-r8-600s", "colin27-whole-r7-600s", "colin27-whole-r6", "mni152-whole-r6", "brain1-whole-r6", "colin27-whole-r5-120s", "colin27-whole-r5", "colin27-whole-r5-s1-k4", "mni152-whole-r5",
+RUNS = ["colin27-whole-r8-600s-sup", "colin27-whole-r8-600s-k2", "mni152-whole-r8-600s", "colin27-whole-r7-600s", "colin27-whole-r6", "mni152-whole-r6", "brain1-whole-r6", "colin27-whole-r5-120s", "colin27-whole-r5", "colin27-whole-r5-s1-k4", "mni152-whole-r5",
         "brain1-whole-r5", "colin27-whole-r4-k4", "colin27-whole-r4-k8", "colin27-whole-r4-bcp", "colin27-whole-r4-alone-k4",
         "colin27-whole-methods", "mni152-whole", "mni152-whole-bcp", "brain1-whole-bcp", "breast1-whole-bcp", "colin27-whole-r3", "colin27-whole", "colin27-whole-quick", "colin27-whole-600s", "brain1-whole", "breast1-whole", "colin27", "colin27-teacher-predicts", "colin27-dropout-all", "colin27-600steps", "colin27-quick", "mni152",
         "mni152-quick"]
 #: what a section's own results.md cannot say about its run
 NOTES = {
+    "colin27-whole-r8-600s-k2": "the eighth round, alone on the machine: the 600 s budget at k=2, `bcp` and the registered "
+    "`supervised`, one seed (the 120 s cells are 120 s into a 600 s schedule).",
     "mni152-whole-r8-600s": "the eighth round, alone on the machine: `bcp` against the annotated slices alone at the 600 s "
     "budget, two seeds (the 120 s cells are 120 s into a 600 s schedule, not the 120 s budget: that is the sixth round's).",
     "colin27-whole-r8-600s-sup": "the eighth round, alone on the machine, with the registration the prior keeps (20 demons "
