@@ -91,7 +91,7 @@ class _Flow:
         h, w = box[0].stop - box[0].start, box[1].stop - box[1].start
         self.shrink = max(1, int(np.ceil(max(h, w) / _FLOW_SIDE)))
         self.spacing_xy = (float(spacing_yx[1]), float(spacing_yx[0]))
-        self.lo, self.hi = window  # intensities mapped to 0 and 1 (:func:`_window`)
+        self.lo, self.hi = window  # intensities mapped to 0 and 1: those around the annotations (:func:`_flow`)
         self._steps: dict[tuple[int, int], sitk.Image] = {}  # (s, s +- 1) -> displacement of s's points
         self._total: dict[tuple[int, int], sitk.Image] = {}  # (a, s) -> displacement of s's points to a
         self._slices: dict[int, sitk.Image] = {}  # the registered slices, normalised (and shrunk)
